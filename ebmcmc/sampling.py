@@ -1,0 +1,257 @@
+"""The sampling driver: warm-up with adaptation, thinning, recording, progress and resume."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .adaptation import WindowAdaptation
+from .kernels.base import Info, Kernel, State, per_chain
+from .trace import Trace
+
+__all__ = ["sample", "make_generator"]
+
+TraceFn = Callable[[State, Info], "Tensor | dict[str, Tensor]"]
+
+
+def make_generator(generator=None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` from a generator, an int seed, or ``None`` (fresh random seed).
+
+    Example:
+        >>> g = make_generator(0)
+        >>> g.initial_seed()
+        0
+    """
+    if isinstance(generator, torch.Generator):
+        return generator
+    g = torch.Generator(device=device)
+    if generator is None:
+        g.seed()
+    elif isinstance(generator, int) and not isinstance(generator, bool):
+        g.manual_seed(generator)
+    else:
+        raise TypeError(
+            f"generator must be a torch.Generator, an int seed or None, got "
+            f"{type(generator).__name__}"
+        )
+    return g
+
+
+def _default_trace_fn(state: State, info: Info) -> Tensor:
+    return state.position
+
+
+def _as_record(value, name: str = "trace_fn") -> dict[str, Tensor]:
+    if isinstance(value, Tensor):
+        return {"x": value}
+    if isinstance(value, dict) and value and all(isinstance(v, Tensor) for v in value.values()):
+        return value
+    raise TypeError(f"{name} must return a Tensor or a non-empty dict of Tensors")
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def sample(
+    energy: Callable[[Tensor], Tensor],
+    kernel: Kernel,
+    init: Tensor | State | Trace,
+    num_samples: int,
+    num_warmup: int = 0,
+    thin: int = 1,
+    generator: torch.Generator | int | None = None,
+    trace_fn: TraceFn | None = None,
+    progress: bool = True,
+    adaptation: WindowAdaptation | None | str = "default",
+) -> Trace:
+    """Run many chains of ``kernel`` on ``energy`` and record a :class:`~ebmcmc.Trace`.
+
+    Args:
+        energy: batched energy, ``(*batch, *event) -> batch``.
+        kernel: any ebmcmc kernel (``Langevin``, ``MALA``, ``HMC``, ``RandomWalk``, …).
+        init: starting positions ``(*batch, *event)`` (one chain per batch element), a
+            ``State`` from ``kernel.init``, or a ``Trace`` to continue: its final state and
+            (unless ``generator`` is given) its generator state are used, so sampling 1,000
+            steps equals sampling 500, saving, loading and sampling 500 more, bit for bit.
+        num_samples: draws to record per chain.
+        num_warmup: adaptation steps before recording (not recorded).
+        thin: record every ``thin``-th step; ``accept_prob`` is averaged and ``diverging``
+            OR-ed over the steps between records.
+        generator: ``torch.Generator`` (on the chains' device) or int seed; ``None`` draws a
+            fresh seed (not reproducible).
+        trace_fn: ``(state, info) -> Tensor | dict[str, Tensor]`` choosing what to record per
+            draw; each tensor must have the batch as its leading dimensions. Default: the
+            positions, recorded as ``"x"``. Record summaries for image-sized states.
+        progress: show a tqdm progress bar.
+        adaptation: warm-up adaptation: ``"default"`` (:class:`WindowAdaptation` with its
+            defaults), a configured :class:`WindowAdaptation`, or ``None`` (off).
+
+    Returns:
+        A ``Trace`` with variables ``(chain, draw, *shape)`` and stats ``(chain, draw)``:
+        ``energy``, ``accept_prob``, ``step_size``, ``diverging``. Batch dimensions are
+        flattened into the chain dimension.
+
+    If interrupted (``KeyboardInterrupt``) while recording, the draws so far are returned as
+    a resumable trace, with a warning.
+
+    Example:
+        >>> import torch, ebmcmc
+        >>> from ebmcmc.kernels import HMC
+        >>> from ebmcmc.targets import Banana
+        >>> tr = ebmcmc.sample(Banana(), HMC(step_size=0.1, num_steps=10), torch.zeros(64, 2),
+        ...                    num_samples=200, num_warmup=200, generator=0, progress=False)
+        >>> tr.draws.shape
+        torch.Size([64, 200, 2])
+    """
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be an ebmcmc Kernel, got {type(kernel).__name__}")
+    num_samples = _check_int("num_samples", num_samples, 1)
+    num_warmup = _check_int("num_warmup", num_warmup, 0)
+    thin = _check_int("thin", thin, 1)
+    if not callable(energy):
+        raise TypeError("energy must be callable")
+    trace_fn = trace_fn or _default_trace_fn
+    if adaptation == "default":
+        adaptation = WindowAdaptation()
+    elif adaptation is not None and not isinstance(adaptation, WindowAdaptation):
+        raise TypeError("adaptation must be 'default', a WindowAdaptation or None")
+
+    resumed_gen_state = None
+    if isinstance(init, Trace):
+        if init.final_state is None:
+            raise ValueError("init trace has no final state to resume from")
+        state = init.final_state
+        resumed_gen_state = init.generator_state
+    elif isinstance(init, State):
+        state = init
+    elif isinstance(init, Tensor):
+        state = kernel.init(energy, init)
+    else:
+        raise TypeError(f"init must be a Tensor, State or Trace, got {type(init).__name__}")
+    x0 = state.position
+    if generator is None and resumed_gen_state is not None:
+        gen = torch.Generator(device=x0.device)
+        gen.set_state(resumed_gen_state)
+    else:
+        gen = make_generator(generator, x0.device)
+    if gen.device.type != x0.device.type:
+        raise ValueError(
+            f"generator is on {gen.device} but the chains are on {x0.device}; create it with "
+            f"torch.Generator(device={str(x0.device)!r})"
+        )
+    batch_shape = state.batch_shape
+    if len(batch_shape) == 0:
+        raise ValueError(
+            "the energy returned a scalar: init needs a leading chain dimension, e.g. "
+            "x[None] for one chain"
+        )
+    nb = len(batch_shape)
+    num_chains = int(torch.Size(batch_shape).numel())
+
+    bar = tqdm(
+        total=num_warmup + num_samples * thin,
+        disable=not progress,
+        desc="warm-up" if num_warmup else "sampling",
+        dynamic_ncols=True,
+    )
+    # ------------------------------------------------------------------ warm-up
+    if num_warmup:
+        adapter = adaptation.start(kernel, state, num_warmup) if adaptation else None
+        try:
+            for _ in range(num_warmup):
+                state, info = kernel.step(energy, state, gen)
+                if adapter is not None:
+                    kernel = adapter.update(kernel, state, info)
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            raise
+        if adapter is not None:
+            kernel = adapter.finalize(kernel)
+        bar.set_description("sampling")
+
+    # ------------------------------------------------------------------ sampling
+    records: dict[str, Tensor] = {}
+    stats: dict[str, Tensor] = {}
+    step_size = getattr(kernel, "step_size", None)
+    step_row = (
+        per_chain(step_size, batch_shape, state.energy, "step_size").reshape(num_chains)
+        if step_size is not None
+        else None
+    )
+    recorded = 0
+    acc_sum = torch.zeros(batch_shape, dtype=state.energy.dtype, device=x0.device)
+    div_any = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
+    try:
+        for i in range(num_samples * thin):
+            state, info = kernel.step(energy, state, gen)
+            acc_sum += info.accept_prob
+            div_any |= info.diverging
+            if (i + 1) % thin:
+                bar.update(1)
+                continue
+            rec = _as_record(trace_fn(state, info))
+            if not records:
+                for k, v in rec.items():
+                    if tuple(v.shape[:nb]) != tuple(batch_shape):
+                        raise ValueError(
+                            f"trace_fn output {k!r} has shape {tuple(v.shape)}; its leading "
+                            f"dimensions must be the batch shape {tuple(batch_shape)}"
+                        )
+                    records[k] = torch.empty(
+                        (num_samples, num_chains) + tuple(v.shape[nb:]),
+                        dtype=v.dtype,
+                        device=v.device,
+                    )
+                for k, dt in (
+                    ("energy", state.energy.dtype),
+                    ("accept_prob", acc_sum.dtype),
+                    ("diverging", torch.bool),
+                    ("step_size", state.energy.dtype),
+                ):
+                    stats[k] = torch.empty((num_samples, num_chains), dtype=dt, device=x0.device)
+            for k, v in rec.items():
+                records[k][recorded] = v.detach().reshape((num_chains,) + tuple(v.shape[nb:]))
+            stats["energy"][recorded] = state.energy.reshape(num_chains)
+            stats["accept_prob"][recorded] = (acc_sum / thin).reshape(num_chains)
+            stats["diverging"][recorded] = div_any.reshape(num_chains)
+            if step_row is not None:
+                stats["step_size"][recorded] = step_row
+            acc_sum.zero_()
+            div_any.zero_()
+            recorded += 1
+            bar.update(1)
+            if recorded % 100 == 0 and progress:
+                bar.set_postfix(accept=f"{float(stats['accept_prob'][:recorded].mean()):.3f}")
+    except KeyboardInterrupt:
+        if recorded == 0:
+            bar.close()
+            raise
+        warnings.warn(
+            f"sampling interrupted after {recorded} of {num_samples} draws; the returned trace "
+            "holds them and can be resumed with sample(..., init=trace)",
+            stacklevel=2,
+        )
+    finally:
+        bar.close()
+    if step_row is None:
+        stats.pop("step_size", None)
+
+    variables = {k: v[:recorded].transpose(0, 1).contiguous() for k, v in records.items()}
+    stats = {k: v[:recorded].transpose(0, 1).contiguous() for k, v in stats.items()}
+    attrs: dict[str, Any] = {
+        "kernel": type(kernel).__name__,
+        "num_warmup": num_warmup,
+        "thin": thin,
+        "num_samples": recorded,
+        "recorded": ", ".join(sorted(records)),
+    }
+    return Trace(variables, stats, state, kernel, gen.get_state(), tuple(batch_shape), attrs)
