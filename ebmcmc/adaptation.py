@@ -31,7 +31,9 @@ class DualAveraging:
     Args:
         step_size: initial step size, tensor of shape ``()`` or ``batch``.
         target_accept: the acceptance probability to aim for, in ``(0, 1)``.
-        gamma, t0, kappa: the method's constants (0.05, 10, 0.75 as in Stan).
+        gamma: dual-averaging regularization scale (0.05, as in Stan).
+        t0: iteration offset that damps the first updates (10, as in Stan).
+        kappa: decay exponent of the iterate averaging (0.75, as in Stan).
 
     Example:
         >>> import torch
@@ -99,8 +101,8 @@ class Welford:
         torch.Size([3])
     """
 
-    def __init__(self, batch_ndim: int, per_chain: bool = False):
-        self.batch_ndim, self.per_chain = batch_ndim, per_chain
+    def __init__(self, batch_ndim: int, per_chain: bool = False, keep_ndim: int = 0):
+        self.batch_ndim, self.per_chain, self.keep_ndim = batch_ndim, per_chain, keep_ndim
         self.reset()
 
     def reset(self) -> None:
@@ -109,14 +111,23 @@ class Welford:
         self.m2: Tensor | None = None
 
     def update(self, x: Tensor) -> None:
+        """Add one draw per chain; ``x`` has shape ``(*batch, *event)``."""
         x = x.detach()
         if self.per_chain:
             nb, mean_b, m2_b = 1, x, torch.zeros_like(x)
         else:
-            flat = x.reshape((-1,) + tuple(x.shape[self.batch_ndim :]))
-            nb = flat.shape[0]
-            mean_b = flat.mean(0)
-            m2_b = ((flat - mean_b) ** 2).sum(0)
+            # pool over the batch dimensions after the first keep_ndim ones, keeping them
+            # as singleton dimensions so the result broadcasts against positions
+            k, b = self.keep_ndim, self.batch_ndim
+            pooled = tuple(range(k, b))
+            nb = 1
+            for d in pooled:
+                nb *= x.shape[d]
+            mean_b = x.mean(dim=pooled, keepdim=True) if pooled else x
+            m2_b = ((x - mean_b) ** 2).sum(dim=pooled, keepdim=True) if pooled else 0 * x
+            if k == 0:
+                mean_b = mean_b.reshape(x.shape[b:])
+                m2_b = m2_b.reshape(x.shape[b:])
         if self.mean is None:
             self.n, self.mean, self.m2 = nb, mean_b.clone(), m2_b.clone()
             return
@@ -178,8 +189,13 @@ class WindowAdaptation:
         target_accept: acceptance rate to aim for; ``None`` uses the kernel's default
             (MALA 0.574, HMC 0.8, random walk 0.234).
         per_chain: one step size (and mass matrix) per chain instead of one shared by all.
-        initial_buffer, term_buffer, base_window: Stan's window sizes.
-        gamma, t0, kappa: dual-averaging constants.
+        initial_buffer: fast initial buffer, step size only (Stan's 75).
+        term_buffer: fast terminal buffer, step size only (Stan's 50).
+        base_window: length of the first slow (mass-matrix) window; each next one doubles
+            (Stan's 25).
+        gamma: dual-averaging constant (see :class:`DualAveraging`).
+        t0: dual-averaging constant (see :class:`DualAveraging`).
+        kappa: dual-averaging constant (see :class:`DualAveraging`).
 
     Example:
         >>> import torch, ebmcmc
@@ -239,12 +255,16 @@ class Adapter:
         target = config.target_accept or kernel.default_target_accept
         self.adapt_step = config.step_size and "step_size" in kernel.adaptable and target
         self.adapt_mass = config.mass_matrix and "inverse_mass_matrix" in kernel.adaptable
-        self.batch_shape = state.batch_shape
-        x = state.position
+        view, _ = kernel.adaptation_view(state, None)
+        self.batch_shape = view.batch_shape
+        nb = len(self.batch_shape)
+        self.keep = min(kernel.adaptation_keep_ndim, nb)
+        #: batch dimensions averaged over when one value is shared by the chains
+        self.pool_dims = tuple(range(self.keep, nb))
         self.da: DualAveraging | None = None
         if self.adapt_step:
-            step = per_chain(kernel.step_size, self.batch_shape, x, "step_size")
-            step = step.clone() if config.per_chain else step.mean()
+            step = per_chain(kernel.step_size, self.batch_shape, view.energy, "step_size")
+            step = step.clone() if config.per_chain else self._pool(step)
             self.da = DualAveraging(step, float(target), config.gamma, config.t0, config.kappa)
         self.windows = (
             warmup_schedule(
@@ -254,7 +274,13 @@ class Adapter:
             else []
         )
         self.window_ends = {end for _, end in self.windows}
-        self.welford = Welford(len(self.batch_shape), per_chain=config.per_chain)
+        self.welford = Welford(nb, per_chain=config.per_chain, keep_ndim=self.keep)
+
+    def _pool(self, t: Tensor) -> Tensor:
+        """Average a batch-shaped tensor over the shared chains (keeping kept dims)."""
+        if self.keep == 0:
+            return t.mean()
+        return t.mean(dim=self.pool_dims, keepdim=True) if self.pool_dims else t
 
     def _in_slow_window(self, i: int) -> bool:
         return any(start <= i < end for start, end in self.windows)
@@ -264,8 +290,9 @@ class Adapter:
         i = self.iteration
         self.iteration += 1
         changes = {}
+        state, info = kernel.adaptation_view(state, info)
         if self.da is not None:
-            a = info.accept_prob if self.config.per_chain else info.accept_prob.mean()
+            a = info.accept_prob if self.config.per_chain else self._pool(info.accept_prob)
             changes["step_size"] = self.da.update(a)
         if self.adapt_mass and self._in_slow_window(i):
             self.welford.update(state.position)

@@ -28,6 +28,7 @@ __all__ = [
     "Tempered",
     "Annealed",
     "SumOf",
+    "from_pyro",
 ]
 
 
@@ -379,3 +380,19 @@ def sum_of(*energies: Callable[[Tensor], Tensor], weights=None) -> SumOf:
         tensor([4., 4.])
     """
     return SumOf(energies, weights)
+
+
+def from_pyro(model, *args, vectorize: bool = True, **kwargs):
+    """A Pyro model's potential as a batched energy on a flat unconstrained vector.
+
+    See :func:`ebmcmc.pyro_model.from_pyro` (imported lazily: Pyro loads only when used).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> e = from_pyro(lambda: pyro.sample("a", dist.Normal(0.0, 1.0)))
+        >>> e.event_shape
+        (1,)
+    """
+    from .pyro_model import from_pyro as _from_pyro
+
+    return _from_pyro(model, *args, vectorize=vectorize, **kwargs)

@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .adaptation import WindowAdaptation
-from .kernels.base import Info, Kernel, State, per_chain
+from .kernels.base import Info, Kernel, State
 from .trace import Trace
 
 __all__ = ["sample", "make_generator"]
@@ -181,12 +181,7 @@ def sample(
     # ------------------------------------------------------------------ sampling
     records: dict[str, Tensor] = {}
     stats: dict[str, Tensor] = {}
-    step_size = getattr(kernel, "step_size", None)
-    step_row = (
-        per_chain(step_size, batch_shape, state.energy, "step_size").reshape(num_chains)
-        if step_size is not None
-        else None
-    )
+    has_step = kernel.recorded_step_size(state) is not None
     recorded = 0
     acc_sum = torch.zeros(batch_shape, dtype=state.energy.dtype, device=x0.device)
     div_any = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
@@ -223,8 +218,8 @@ def sample(
             stats["energy"][recorded] = state.energy.reshape(num_chains)
             stats["accept_prob"][recorded] = (acc_sum / thin).reshape(num_chains)
             stats["diverging"][recorded] = div_any.reshape(num_chains)
-            if step_row is not None:
-                stats["step_size"][recorded] = step_row
+            if has_step:
+                stats["step_size"][recorded] = kernel.recorded_step_size(state).reshape(num_chains)
             acc_sum.zero_()
             div_any.zero_()
             recorded += 1
@@ -242,7 +237,7 @@ def sample(
         )
     finally:
         bar.close()
-    if step_row is None:
+    if not has_step:
         stats.pop("step_size", None)
 
     variables = {k: v[:recorded].transpose(0, 1).contiguous() for k, v in records.items()}

@@ -12,6 +12,20 @@ Example:
 from .base import Info, Kernel, State
 from .hmc import HMC
 from .langevin import MALA, Langevin
+from .level_gibbs import LevelGibbs, LevelState
 from .random_walk import RandomWalk
+from .replica_exchange import ReplicaExchange, ReplicaState
 
-__all__ = ["Kernel", "State", "Info", "Langevin", "MALA", "HMC", "RandomWalk"]
+__all__ = [
+    "Kernel",
+    "State",
+    "Info",
+    "Langevin",
+    "MALA",
+    "HMC",
+    "RandomWalk",
+    "ReplicaExchange",
+    "ReplicaState",
+    "LevelGibbs",
+    "LevelState",
+]

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..energy import energy_and_grad, evaluate, validate
+from ..energy import energy_and_grad, evaluate
+from ..energy import validate as _validate
 
 __all__ = ["State", "Info", "Kernel", "per_chain", "expand_event", "check_positive"]
 
@@ -157,13 +158,23 @@ class Kernel:
         """A copy of this kernel with some hyperparameters changed."""
         return dataclasses.replace(self, **changes)
 
-    def init(self, energy: Callable[[Tensor], Tensor], x: Tensor) -> State:
+    #: energy (+gradient) evaluations one ``step`` costs
+    evals_per_step: ClassVar[int] = 1
+
+    def init(self, energy: Callable[[Tensor], Tensor], x: Tensor, validate: bool = True) -> State:
         """Evaluate the energy (and gradient) at the starting points.
+
+        Args:
+            energy: the energy, ``(*batch, *event) -> batch``.
+            x: starting points ``(*batch, *event)``.
+            validate: check shapes and finiteness first (an extra energy evaluation); inner
+                loops that re-evaluate known-good points pass ``False``.
 
         Raises:
             ValueError: if the energy is not batch-shaped or not finite at ``x``.
         """
-        validate(energy, x)
+        if validate:
+            _validate(energy, x)
         return self._eval_state(energy, x)
 
     def _eval_state(self, energy, x: Tensor) -> State:
@@ -173,7 +184,25 @@ class Kernel:
         return State(x.detach(), evaluate(energy, x), None)
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
+        """One transition of every chain: ``(state, generator) -> (State, Info)``."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------ hooks for adaptation
+    #: leading batch dimensions that keep their own adapted values when adaptation is
+    #: shared across chains (1 for replica exchange: one step size per replica)
+    adaptation_keep_ndim: ClassVar[int] = 0
+
+    def adaptation_view(self, state: State, info: Info | None) -> tuple[State, Info | None]:
+        """The state and info that warm-up adaptation should learn from (wrappers expose
+        their inner kernel's); ``info`` may be ``None``."""
+        return state, info
+
+    def recorded_step_size(self, state: State) -> Tensor | None:
+        """The per-chain step size to record in traces (shape ``batch``), or ``None``."""
+        s = getattr(self, "step_size", None)
+        if s is None:
+            return None
+        return per_chain(s, state.batch_shape, state.energy, "step_size")
 
     def _validate_state(self, state: State) -> None:
         if not isinstance(state, State):

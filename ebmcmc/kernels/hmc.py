@@ -68,6 +68,11 @@ class HMC(Kernel):
             check_positive("inverse_mass_matrix", self.inverse_mass_matrix)
         check_positive("divergence_threshold", self.divergence_threshold)
 
+    @property
+    def evals_per_step(self) -> int:  # type: ignore[override]
+        """Energy+gradient evaluations per transition (the largest ``num_steps``)."""
+        return int(torch.as_tensor(self.num_steps).max())
+
     def _inv_mass(self, x: Tensor) -> Tensor | None:
         if self.inverse_mass_matrix is None:
             return None

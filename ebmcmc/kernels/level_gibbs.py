@@ -1,0 +1,201 @@
+"""Metropolis-within-Gibbs over a joint energy ``E(x, t)`` with a discrete level ``t``.
+
+This is the enhanced sampler of the diffusion-assisted EBM (DAEBM; Zhang, Ou & Tan 2023):
+simulated tempering with the diffusion step as the temperature index. Each transition moves
+``x`` with an inner kernel at the chain's current level, then draws the level exactly from
+``p(t | x) = softmax_t(-E(x, t))`` over all ``num_levels`` levels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..energy import energy_and_grad, evaluate
+from ..energy import validate as _validate
+from .base import Kernel, State, rand_batch
+
+__all__ = ["LevelGibbs", "LevelState", "AtLevel"]
+
+
+class AtLevel(torch.nn.Module):
+    """The conditional energy ``x -> E(x, level)`` of a joint energy at per-chain levels.
+
+    Shapes: ``x`` ``(*batch, *event)``; ``level`` integer tensor of shape ``batch``.
+
+    Example:
+        >>> import torch
+        >>> joint = lambda x, t: (x**2).sum(-1) + t
+        >>> AtLevel(joint, torch.tensor([0, 2]))(torch.ones(2, 3))
+        tensor([3., 5.])
+    """
+
+    def __init__(self, joint, level: Tensor):
+        super().__init__()
+        self.joint = joint
+        self.level = level
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.joint(x, self.level)
+
+
+@dataclass
+class LevelState(State):
+    """State of :class:`LevelGibbs`: position, energy and gradient at the chain's level, and
+    the level itself (``level``: ``torch.long`` of shape ``batch``).
+
+    Example:
+        >>> import torch
+        >>> s = LevelState(torch.zeros(2, 1), torch.zeros(2), None, level=torch.tensor([0, 3]))
+        >>> s.level.tolist()
+        [0, 3]
+    """
+
+    level: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LevelGibbs(Kernel):
+    """Alternate an inner kernel on ``x`` at fixed level with an exact draw of the level.
+
+    The energy passed to ``init``/``step`` (and to :func:`ebmcmc.sample`) is the *joint*
+    energy ``energy(x, t) -> batch`` with ``t`` an integer tensor of shape ``batch``.
+
+    Args:
+        kernel: inner kernel for ``x`` moves (e.g. ``MALA``).
+        num_levels: number of levels ``L``; levels are ``0 … L-1``.
+        step_sizes: optional per-level step sizes, shape ``(L,)``; each chain uses the entry
+            of its current level (overriding the inner kernel's ``step_size``).
+        event_ndim: number of event dimensions of ``x`` (1 for vectors, 3 for images).
+        init_level: level the chains start at (default ``L - 1``, the noisiest).
+
+    Cost per step: the inner kernel's, plus ``L`` energy evaluations (no gradient) for the
+    level's conditional and one energy+gradient evaluation at the new level.
+
+    Info: the inner kernel's, plus ``extra["level"]`` (the new levels, ``batch``) and
+    ``extra["level_counts"]`` (``(L,)``, how many chains are at each level). Record levels with
+    ``trace_fn=lambda s, i: {"x": s.position, "level": s.level}``.
+
+    Warm-up adaptation does not tune ``step_sizes`` (they are per level, and the chains move
+    between levels); set them, or adapt them in the training loop as DAEBM does.
+
+    Example:
+        >>> import torch, ebmcmc
+        >>> from ebmcmc.kernels import MALA, LevelGibbs
+        >>> joint = lambda x, t: 0.5 * ((x - t[..., None].to(x.dtype)) ** 2).sum(-1)
+        >>> k = LevelGibbs(MALA(0.5), num_levels=3)
+        >>> tr = ebmcmc.sample(joint, k, torch.zeros(16, 1), num_samples=50, generator=0,
+        ...                    trace_fn=lambda s, i: {"x": s.position, "level": s.level},
+        ...                    progress=False, adaptation=None)
+        >>> tr.variables["level"].shape
+        torch.Size([16, 50])
+    """
+
+    kernel: Kernel
+    num_levels: int
+    step_sizes: Tensor | tuple | None = None
+    event_ndim: int = 1
+    init_level: int | None = None
+    adaptable = ()
+
+    def __post_init__(self):
+        if not isinstance(self.kernel, Kernel):
+            raise TypeError("kernel must be an ebmcmc Kernel")
+        if isinstance(self.num_levels, bool) or not isinstance(self.num_levels, int):
+            raise ValueError(f"num_levels must be an int >= 2, got {self.num_levels!r}")
+        if self.num_levels < 2:
+            raise ValueError(f"num_levels must be an int >= 2, got {self.num_levels!r}")
+        if self.step_sizes is not None:
+            s = torch.as_tensor(self.step_sizes)
+            if s.shape != (self.num_levels,) or not torch.isfinite(s).all() or (s <= 0).any():
+                raise ValueError(
+                    f"step_sizes must be {self.num_levels} finite positive numbers, got "
+                    f"{self.step_sizes!r}"
+                )
+        if self.init_level is not None and not 0 <= int(self.init_level) < self.num_levels:
+            raise ValueError(
+                f"init_level must lie in [0, {self.num_levels}), got {self.init_level}"
+            )
+        if int(self.event_ndim) < 0:
+            raise ValueError("event_ndim must be >= 0")
+
+    @property
+    def needs_grad(self) -> bool:  # type: ignore[override]
+        return self.kernel.needs_grad
+
+    @property
+    def evals_per_step(self) -> int:  # type: ignore[override]
+        return self.kernel.evals_per_step + 1
+
+    def _inner(self, level: Tensor, like: Tensor) -> Kernel:
+        if self.step_sizes is None:
+            return self.kernel
+        table = torch.as_tensor(self.step_sizes, dtype=like.dtype, device=like.device)
+        return self.kernel.replace(step_size=table[level])
+
+    def recorded_step_size(self, state: LevelState) -> Tensor | None:
+        if self.step_sizes is None:
+            return self.kernel.recorded_step_size(state)
+        table = torch.as_tensor(
+            self.step_sizes, dtype=state.energy.dtype, device=state.energy.device
+        )
+        return table[state.level]
+
+    def init(self, energy, x: Tensor, validate: bool = True) -> LevelState:
+        batch = x.shape[: x.ndim - int(self.event_ndim)]
+        start = self.num_levels - 1 if self.init_level is None else int(self.init_level)
+        level = torch.full(batch, start, dtype=torch.long, device=x.device)
+        cond = AtLevel(energy, level)
+        if validate:
+            _validate(cond, x)
+        st = self._inner(level, x).init(cond, x, validate=False)
+        return LevelState(st.position, st.energy, st.grad, level=level)
+
+    def level_energies(self, energy, x: Tensor) -> Tensor:
+        """``E(x, t)`` for every level, shape ``(L, *batch)`` (no gradient).
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.kernels import MALA
+            >>> k = LevelGibbs(MALA(0.1), num_levels=3)
+            >>> k.level_energies(lambda x, t: x.sum(-1) * t, torch.ones(2, 2)).tolist()
+            [[0.0, 0.0], [2.0, 2.0], [4.0, 4.0]]
+        """
+        L = self.num_levels
+        batch = x.shape[: x.ndim - int(self.event_ndim)]
+        n = int(torch.Size(batch).numel())
+        xs = (
+            x.unsqueeze(0)
+            .expand((L,) + tuple(x.shape))
+            .reshape((L * n,) + tuple(x.shape[len(batch) :]))
+        )
+        ts = torch.arange(L, device=x.device).repeat_interleave(n)
+        return evaluate(lambda y: energy(y, ts), xs).reshape((L,) + tuple(batch))
+
+    def step(self, energy, state: LevelState, generator: torch.Generator | None = None):
+        if not isinstance(state, LevelState):
+            raise TypeError("LevelGibbs needs the state made by its own init()")
+        level = state.level
+        inner_state = State(state.position, state.energy, state.grad)
+        s, info = self._inner(level, state.position).step(
+            AtLevel(energy, level), inner_state, generator
+        )
+        table = self.level_energies(energy, s.position)  # (L, *batch)
+        logits = torch.nan_to_num(-table.movedim(0, -1), nan=-torch.inf)
+        u = rand_batch(logits.shape, logits, generator).clamp_(min=torch.finfo(logits.dtype).tiny)
+        new_level = torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+        stuck = ~torch.isfinite(logits).any(-1)
+        new_level = torch.where(stuck, level, new_level)
+        e_new, g_new = (
+            energy_and_grad(AtLevel(energy, new_level), s.position)
+            if s.grad is not None
+            else (evaluate(AtLevel(energy, new_level), s.position), None)
+        )
+        counts = torch.bincount(new_level.reshape(-1), minlength=self.num_levels)
+        extra = dict(info.extra)
+        extra.update(level=new_level, level_counts=counts)
+        out = dataclasses.replace(info, extra=extra)
+        return LevelState(s.position, e_new, g_new, level=new_level), out
