@@ -124,7 +124,8 @@ class PyroEnergy(torch.nn.Module):
         batch = z.shape[:-1]
         parts = torch.split(z, self.sizes, dim=-1)
         return {
-            s: p.reshape(batch + self.unconstrained_shapes[s]) for s, p in zip(self.sites, parts)
+            s: p.reshape(batch + self.unconstrained_shapes[s])
+            for s, p in zip(self.sites, parts, strict=True)
         }
 
     def constrain(self, z: Tensor) -> dict[str, Tensor]:
