@@ -221,7 +221,8 @@ def from_pyro(model: Callable, *args, vectorize: bool = True, **kwargs) -> PyroE
     Args:
         model: a Pyro model (a callable with ``pyro.sample`` statements; observed sites
             conditioned with ``obs=``).
-        *args, **kwargs: the model's arguments.
+        *args: the model's positional arguments.
+        **kwargs: the model's keyword arguments.
         vectorize: evaluate all chains in one model run under an extra plate (fast; needs a
             model that broadcasts over a leading chain dimension); ``False`` loops.
 

@@ -147,7 +147,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
     noise, runs K kernel steps and writes them back.
 
     Args:
-        kernel, steps, noise, energy_reg: as :class:`ContrastiveDivergence`.
+        kernel: as :class:`ContrastiveDivergence`.
+        steps: as :class:`ContrastiveDivergence`.
+        noise: as :class:`ContrastiveDivergence`.
+        energy_reg: as :class:`ContrastiveDivergence`.
         buffer_size: samples kept.
         reinit_prob: probability that a drawn chain restarts from noise (e.g. 0.05).
 
