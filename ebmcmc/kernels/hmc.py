@@ -18,6 +18,7 @@ from .base import (
     finite_batch,
     metropolis,
     per_chain,
+    rand_batch,
     randn_like,
     where_batch,
 )
@@ -40,6 +41,10 @@ class HMC(Kernel):
         inverse_mass_matrix: diagonal of ``M^{-1}``, shape ``event`` or ``(*batch, *event)``;
             ``None`` means the identity.
         divergence_threshold: Hamiltonian error beyond which a trajectory counts as divergent.
+        jitter: each transition multiplies every chain's step size by an independent draw from
+            ``Uniform(1 - jitter, 1 + jitter)`` (``0 <= jitter < 1``; 0 = off). A random
+            trajectory length breaks the resonances of a fixed one (e.g. on Gaussians, where
+            some directions return to their start) and keeps the kernel exact.
 
     Example:
         >>> import torch
@@ -56,6 +61,7 @@ class HMC(Kernel):
     num_steps: int | Tensor = 10
     inverse_mass_matrix: Tensor | None = None
     divergence_threshold: float = 1000.0
+    jitter: float = 0.0
     default_target_accept: ClassVar[float] = 0.8
     adaptable: ClassVar[tuple[str, ...]] = ("step_size", "inverse_mass_matrix")
 
@@ -67,6 +73,8 @@ class HMC(Kernel):
         if self.inverse_mass_matrix is not None:
             check_positive("inverse_mass_matrix", self.inverse_mass_matrix)
         check_positive("divergence_threshold", self.divergence_threshold)
+        if not 0 <= float(self.jitter) < 1:
+            raise ValueError(f"jitter must lie in [0, 1), got {self.jitter!r}")
 
     @property
     def evals_per_step(self) -> int:  # type: ignore[override]
@@ -90,7 +98,11 @@ class HMC(Kernel):
         self._validate_state(state)
         x0, e0, g0 = state.position, state.energy, state.grad
         bs, ne = state.batch_shape, state.event_ndim
-        eps = expand_event(per_chain(self.step_size, bs, x0, "step_size"), ne)
+        eps_b = per_chain(self.step_size, bs, x0, "step_size")
+        if self.jitter:
+            u = rand_batch(bs, x0, generator)
+            eps_b = eps_b * (1 + self.jitter * (2 * u - 1))
+        eps = expand_event(eps_b, ne)
         inv_m = self._inv_mass(x0)
         xi = randn_like(x0, generator)
         p = xi if inv_m is None else xi / torch.sqrt(inv_m)
@@ -103,7 +115,13 @@ class HMC(Kernel):
         n = torch.as_tensor(self.num_steps)
         per_chain_steps = n.numel() > 1
         if per_chain_steps:
-            n_b = torch.broadcast_to(n.to(x0.device), bs)
+            try:
+                n_b = torch.broadcast_to(n.to(x0.device), bs)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"num_steps of shape {tuple(n.shape)} does not broadcast to the chains' "
+                    f"batch shape {tuple(bs)}"
+                ) from err
             total = int(n.max())
         else:
             total = int(n)
