@@ -160,6 +160,11 @@ def warmup_schedule(
         >>> warmup_schedule(1000)
         [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
     """
+    if base_window < 1 or initial_buffer < 0 or term_buffer < 0:
+        raise ValueError(
+            f"warm-up windows need base_window >= 1 and non-negative buffers, got "
+            f"initial_buffer={initial_buffer}, term_buffer={term_buffer}, base_window={base_window}"
+        )
     if num_warmup < 20:
         return []
     if initial_buffer + base_window + term_buffer > num_warmup:
@@ -225,6 +230,8 @@ class WindowAdaptation:
         for name in ("initial_buffer", "term_buffer", "base_window"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if int(self.base_window) < 1:
+            raise ValueError("base_window must be >= 1")
 
     def start(self, kernel: Kernel, state: State, num_warmup: int) -> Adapter:
         """An :class:`Adapter` for ``num_warmup`` steps of ``kernel`` from ``state``."""

@@ -351,11 +351,11 @@ def bdmc(
     """Bidirectional Monte Carlo: sandwich ``log Z`` between forward and reverse AIS.
 
     The reverse run starts from ``exact_samples`` of the target (as many particles as there
-    are samples) and anneals back to the base; the forward run uses as many particles.
+    are samples) and anneals back to the base; the forward run uses as many particles. The
+    arguments other than ``exact_samples`` are as in :func:`ais`.
 
     Args:
         exact_samples: exact draws of the target, ``(num_chains, *conditions, *event)``.
-        (the rest as in :func:`ais`)
 
     Example:
         >>> import torch
@@ -373,6 +373,20 @@ def bdmc(
     b = _resolve_betas(betas, num_steps, schedule)
     n = exact_samples.shape[0]
     gen = make_generator(generator)
+    # the forward run starts from base draws of the same shape as the exact samples, so that
+    # with condition dimensions both runs estimate one log Z per condition
+    x0 = base.sample(n, generator=gen)
+    if x0.shape != exact_samples.shape:
+        ev = x0.ndim - 1  # a base without conditions draws (n, *event)
+        shape = tuple(exact_samples.shape)
+        if ev < 0 or len(shape) < ev + 1 or shape[len(shape) - ev :] != tuple(x0.shape[1:]):
+            raise ValueError(
+                f"exact_samples of shape {shape} do not match the base's samples of shape "
+                f"{tuple(x0.shape)}: expected (num_chains, *conditions, *event)"
+            )
+        m = math.prod(shape[1 : len(shape) - ev])
+        x0 = base.sample(n * m, generator=gen).reshape(shape)
+    x0 = x0.to(dtype=exact_samples.dtype, device=exact_samples.device)
     lower = ais(
         energy,
         base,
@@ -384,6 +398,7 @@ def bdmc(
         steps_per_temperature=steps_per_temperature,
         adapt_step_size=adapt_step_size,
         target_accept=target_accept,
+        init=x0,
     )
     upper = _run(
         energy,

@@ -26,6 +26,8 @@ __all__ = [
     "mcse",
     "bfmi",
     "arviz_module",
+    "save_plot",
+    "PLOT_KINDS",
 ]
 
 import warnings
@@ -66,14 +68,17 @@ def dataset(arrays: dict[str, np.ndarray]) -> xr.Dataset:
         >>> dict(ds.sizes)
         {'chain': 2, 'draw': 10, 'x_dim_0': 3}
     """
-    data_vars = {}
+    data_vars, coords = {}, {}
     for name, a in arrays.items():
         a = np.asarray(a)
         if a.ndim < 2:
             raise ValueError(f"{name!r} must have shape (chain, draw, ...), got {a.shape}")
         dims = ("chain", "draw") + tuple(f"{name}_dim_{i}" for i in range(a.ndim - 2))
         data_vars[name] = (dims, a)
-    return xr.Dataset(data_vars)
+        # explicit index coordinates: ArviZ 1.x selects along every dimension by label
+        for d, n in zip(dims, a.shape, strict=True):
+            coords.setdefault(d, np.arange(n))
+    return xr.Dataset(data_vars, coords=coords)
 
 
 def to_arviz(
@@ -222,3 +227,64 @@ def bfmi(energy: np.ndarray) -> np.ndarray:
         out = _stats.bfmi(dataset({"energy": e}).rename({"energy": "energy"}))
         return np.asarray(out["energy"] if isinstance(out, xr.Dataset) else out).reshape(-1)
     return np.asarray(_az.bfmi(e))
+
+
+# ---------------------------------------------------------------------- plots
+
+#: the diagnostic plots :func:`save_plot` can draw
+PLOT_KINDS = ("trace", "rank", "ess_evolution", "autocorr", "energy")
+
+
+def save_plot(kind: str, obj, path, var_names: list[str] | None = None) -> None:
+    """Draw one ArviZ diagnostic plot of an ArviZ object and save it as a PNG.
+
+    Args:
+        kind: one of :data:`PLOT_KINDS`. ``"energy"`` needs ``sample_stats.energy``.
+        obj: what :func:`to_arviz` returned.
+        path: the PNG to write.
+        var_names: the posterior variables to draw (default: all).
+
+    Uses ``arviz.plot_trace``/``plot_rank``/``plot_ess``/``plot_autocorr``/``plot_energy``
+    under ArviZ 0.x and ``plot_trace_dist``/``plot_rank``/``plot_ess_evolution``/
+    ``plot_autocorr``/``plot_energy`` (matplotlib backend) under 1.x.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> obj = to_arviz({"x": np.random.default_rng(0).normal(size=(2, 50))})
+        >>> save_plot("trace", obj, os.path.join(tempfile.mkdtemp(), "t.png"))
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if kind not in PLOT_KINDS:
+        raise ValueError(f"kind must be one of {PLOT_KINDS}, got {kind!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if ARVIZ_MAJOR >= 1:  # pragma: no cover - exercised on Python >= 3.12
+            fns = {
+                "trace": _az.plot_trace_dist,
+                "rank": _az.plot_rank,
+                "ess_evolution": _az.plot_ess_evolution,
+                "autocorr": _az.plot_autocorr,
+                "energy": _az.plot_energy,
+            }
+            kw = {} if kind == "energy" else {"var_names": var_names}
+            pc = fns[kind](obj, backend="matplotlib", **kw)
+            pc.savefig(str(path))
+            plt.close("all")
+            return
+        if kind == "trace":
+            axes = _az.plot_trace(obj, var_names=var_names, compact=True)
+        elif kind == "rank":
+            axes = _az.plot_rank(obj, var_names=var_names)
+        elif kind == "ess_evolution":
+            axes = _az.plot_ess(obj, var_names=var_names, kind="evolution")
+        elif kind == "autocorr":
+            axes = _az.plot_autocorr(obj, var_names=var_names, combined=True)
+        else:
+            axes = _az.plot_energy(obj)
+        fig = np.asarray(axes).ravel()[0].get_figure()
+        fig.savefig(str(path), dpi=90, bbox_inches="tight")
+        plt.close("all")

@@ -166,7 +166,7 @@ class GaussianMixture(Target):
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
         k, d = means.shape
         covs = torch.as_tensor(covs, dtype=torch.float64)
-        if covs.ndim == 2:
+        if covs.ndim == 2 and covs.shape == (d, d):
             covs = covs.expand(k, d, d)
         if covs.shape != (k, d, d):
             raise ValueError(f"covs must have shape ({k}, {d}, {d}), got {tuple(covs.shape)}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import arviz_bridge
+from ._files import atomic_write
 from .kernels.base import Kernel, State
 
 __all__ = ["Trace"]
@@ -167,10 +167,6 @@ class Trace:
         import xarray as xr
 
         path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"path {str(path)!r} is a directory; give a file name")
-        if not path.parent.exists():
-            raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist")
         data_vars: dict[str, Any] = {}
 
         def dims_for(name: str, arr: np.ndarray, lead: tuple[str, ...]) -> tuple[str, ...]:
@@ -186,11 +182,12 @@ class Trace:
         attrs = {"format": _FORMAT, "batch_shape": list(self.batch_shape)}
         attrs["run_attrs"] = repr(_plain_attrs(self.attrs))
         if self.final_state is not None:
-            for field in ("position", "energy", "grad"):
-                t = getattr(self.final_state, field)
-                if t is not None:
-                    a = _to_numpy(t)
-                    data_vars[f"state.{field}"] = (dims_for(f"state.{field}", a, ()), a)
+            # every field of the state, subclasses included (ReplicaState's replicas and
+            # parity, LevelState's level), so that a resumed run continues bit for bit
+            sattrs, sarrays = _state_to_flat(self.final_state, "state")
+            attrs.update(sattrs)
+            for k, a in sarrays.items():
+                data_vars[k] = (dims_for(k, a, ()), a)
         if self.generator_state is not None:
             a = _to_numpy(self.generator_state)
             data_vars["generator_state"] = (("generator_state_dim",), a)
@@ -200,15 +197,7 @@ class Trace:
             for k, a in karrays.items():
                 data_vars[k] = (dims_for(k, a, ()), a)
         ds = xr.Dataset(data_vars, attrs=attrs)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            ds.to_netcdf(tmp, engine="h5netcdf")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
         return path
 
     @classmethod
@@ -249,7 +238,9 @@ class Trace:
         if "diverging" in stats:
             stats["diverging"] = stats["diverging"].bool()
         state = None
-        if "state.position" in ds:
+        if "state.class" in ds.attrs:
+            state = _state_from_flat(ds, "state")
+        elif "state.position" in ds:
             state = State(
                 t("state.position"),
                 t("state.energy"),
@@ -322,7 +313,8 @@ def _kernel_from_flat(ds, prefix: str) -> Kernel:
         if f"{key}.class" in ds.attrs:
             kwargs[f.name] = _kernel_from_flat(ds, key)
         elif key in ds.data_vars:
-            kwargs[f.name] = torch.from_numpy(np.ascontiguousarray(ds[key].values))
+            # np.array keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+            kwargs[f.name] = torch.from_numpy(np.array(ds[key].values, order="C"))
         elif f"{key}.none" in ds.attrs:
             kwargs[f.name] = None
         elif f"{key}.bool" in ds.attrs:
@@ -331,3 +323,65 @@ def _kernel_from_flat(ds, prefix: str) -> Kernel:
             v = ds.attrs[key]
             kwargs[f.name] = v.item() if hasattr(v, "item") else v
     return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------- state (de)serialization
+
+
+def _state_to_flat(state: State, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every dataclass field of a (possibly subclassed, possibly nested) state."""
+    cls = type(state)
+    attrs: dict[str, Any] = {f"{prefix}.class": f"{cls.__module__}.{cls.__qualname__}"}
+    arrays: dict[str, np.ndarray] = {}
+    for f in dataclasses.fields(state):
+        v = getattr(state, f.name)
+        key = f"{prefix}.{f.name}"
+        if isinstance(v, State):
+            a2, r2 = _state_to_flat(v, key)
+            attrs.update(a2)
+            arrays.update(r2)
+        elif isinstance(v, Tensor):
+            if v.dtype == torch.bool:
+                attrs[key + ".is_bool"] = 1
+                v = v.to(torch.uint8)
+            arrays[key] = _to_numpy(v)
+        elif v is None:
+            attrs[key + ".none"] = 1
+        elif isinstance(v, bool):
+            attrs[key + ".bool"] = int(v)
+        elif isinstance(v, int | float):
+            attrs[key] = v
+        else:
+            raise TypeError(f"cannot save state field {f.name!r} of type {type(v).__name__}")
+    return attrs, arrays
+
+
+def _state_from_flat(ds, prefix: str) -> State:
+    path = ds.attrs[f"{prefix}.class"]
+    module, _, name = path.rpartition(".")
+    if not module.startswith("ebmcmc."):
+        raise ValueError(f"refusing to load state class {path!r} from outside ebmcmc")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, State)):
+        raise ValueError(f"{path!r} is not an ebmcmc state")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{prefix}.{f.name}"
+        if f"{key}.class" in ds.attrs:
+            kwargs[f.name] = _state_from_flat(ds, key)
+        elif key in ds.data_vars:
+            t = torch.from_numpy(np.ascontiguousarray(ds[key].values))
+            kwargs[f.name] = t.bool() if f"{key}.is_bool" in ds.attrs else t
+        elif f"{key}.none" in ds.attrs:
+            kwargs[f.name] = None
+        elif f"{key}.bool" in ds.attrs:
+            kwargs[f.name] = bool(ds.attrs[f"{key}.bool"])
+        elif key in ds.attrs:
+            v = ds.attrs[key]
+            kwargs[f.name] = v.item() if hasattr(v, "item") else v
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"the saved state is incomplete ({err})") from err

@@ -9,6 +9,7 @@ Example:
     ['mean', 'sd', 'mcse_mean', 'ess_bulk', 'ess_tail', 'r_hat']
 """
 
+from .report import check_trace, report
 from .summary import summary
 
-__all__ = ["summary"]
+__all__ = ["summary", "report", "check_trace"]

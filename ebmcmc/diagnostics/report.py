@@ -1,0 +1,310 @@
+"""Convergence reports people read: ``report.md`` with PNGs beside it and a self-contained
+``report.html`` (images embedded), built from a trace by ArviZ's diagnostics and plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import arviz_bridge
+from .._files import atomic_write
+from ..trace import Trace
+from .summary import summary
+
+__all__ = ["report", "Finding", "check_trace", "RHAT_LIMIT", "ESS_MIN", "BFMI_MIN"]
+
+#: R-hat at or above this is flagged (Vehtari et al. 2021)
+RHAT_LIMIT = 1.01
+#: bulk or tail ESS below this (over all chains) is flagged
+ESS_MIN = 400
+#: BFMI below this is flagged
+BFMI_MIN = 0.3
+
+
+@dataclass
+class Finding:
+    """One line of a report's verdict: ``level`` is ``"ok"``, ``"warning"`` or ``"error"``.
+
+    Example:
+        >>> Finding("warning", "R-hat 1.05 >= 1.01 for x[0]").level
+        'warning'
+    """
+
+    level: str
+    message: str
+
+
+@dataclass
+class _Content:
+    title: str
+    findings: list[Finding] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name)
+    notes: list[str] = field(default_factory=list)
+
+
+def _plot_arrays(trace: Trace, max_coords: int) -> dict[str, np.ndarray]:
+    """At most ``max_coords`` scalar coordinates of the trace, ``name[i] -> (chain, draw)``."""
+    out: dict[str, np.ndarray] = {}
+    for name, v in trace.variables.items():
+        a = v.detach().cpu().numpy().astype(float)
+        flat = a.reshape(a.shape[0], a.shape[1], -1)
+        for i in range(flat.shape[-1]):
+            if len(out) >= max_coords:
+                return out
+            label = name if a.ndim == 2 else f"{name}[{i}]"
+            out[label.replace("[", "_").replace("]", "")] = flat[:, :, i]
+    return out
+
+
+def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
+    """The verdict on a trace: R-hat, ESS, divergences, acceptance and BFMI.
+
+    Example:
+        >>> import torch, ebmcmc
+        >>> tr = ebmcmc.sample(lambda x: 0.5 * (x**2).sum(-1), ebmcmc.kernels.MALA(0.8),
+        ...                    torch.zeros(4, 1), 200, generator=0, progress=False)
+        >>> [f.level for f in check_trace(tr, summary(tr))][:1]
+        ['ok']
+    """
+    found: list[Finding] = []
+    n_chains = trace.num_chains
+    if table is not None:
+        if n_chains < 2:
+            found.append(Finding("warning", "R-hat needs at least 2 chains: this trace has 1"))
+        else:
+            bad = table[table["r_hat"] >= RHAT_LIMIT]
+            if len(bad):
+                worst = bad["r_hat"].idxmax()
+                found.append(
+                    Finding(
+                        "warning",
+                        f"R-hat >= {RHAT_LIMIT} for {len(bad)} of {len(table)} coordinates "
+                        f"(worst {worst}: {bad['r_hat'].max():.4f}): chains disagree or are too "
+                        "short",
+                    )
+                )
+            else:
+                found.append(
+                    Finding(
+                        "ok",
+                        f"R-hat < {RHAT_LIMIT} for every coordinate "
+                        f"(max {table['r_hat'].max():.4f})",
+                    )
+                )
+        low = table[(table["ess_bulk"] < ESS_MIN) | (table["ess_tail"] < ESS_MIN)]
+        if len(low):
+            found.append(
+                Finding(
+                    "warning",
+                    f"ESS below {ESS_MIN} for {len(low)} coordinates (min bulk "
+                    f"{table['ess_bulk'].min():.0f}, min tail {table['ess_tail'].min():.0f})",
+                )
+            )
+        else:
+            found.append(
+                Finding(
+                    "ok",
+                    f"bulk and tail ESS >= {ESS_MIN} everywhere (min bulk "
+                    f"{table['ess_bulk'].min():.0f})",
+                )
+            )
+    div = trace.stats.get("diverging")
+    if div is not None:
+        n_div = int(div.sum())
+        level = "warning" if n_div else "ok"
+        found.append(Finding(level, f"{n_div} divergent transitions of {div.numel()}"))
+    acc = trace.stats.get("accept_prob")
+    if acc is not None:
+        found.append(Finding("ok", f"mean acceptance probability {float(acc.double().mean()):.3f}"))
+    energy = trace.stats.get("energy")
+    if energy is not None and trace.num_draws >= 4:
+        e = energy.detach().cpu().numpy().astype(float)
+        if np.isfinite(e).all() and (e.var(axis=1) > 0).all():
+            bfmi = arviz_bridge.bfmi(e)
+            level = "warning" if (bfmi < BFMI_MIN).any() else "ok"
+            found.append(
+                Finding(
+                    level,
+                    f"E-BFMI (potential energy) min {bfmi.min():.2f} over chains "
+                    f"(flag below {BFMI_MIN})",
+                )
+            )
+        elif not np.isfinite(e).all():
+            found.append(Finding("error", "the energy trace has non-finite values"))
+    return found
+
+
+def _content_for_trace(trace: Trace, out: Path, title: str, max_coords: int) -> _Content:
+    c = _Content(title)
+    attrs = trace.attrs
+    c.notes.append(
+        f"{trace.num_chains} chains x {trace.num_draws} draws; kernel {attrs.get('kernel', '?')}, "
+        f"warm-up {attrs.get('num_warmup', '?')}, thin {attrs.get('thin', 1)}; recorded: "
+        + ", ".join(f"`{k}` {tuple(v.shape[2:])}" for k, v in trace.variables.items())
+    )
+    try:
+        c.table = summary(trace)
+    except ValueError as err:
+        c.findings.append(Finding("error", f"no summary: {err}"))
+        return c
+    c.findings.extend(check_trace(trace, c.table))
+    arrays = _plot_arrays(trace, max_coords)
+    if len(arrays) < sum(int(np.prod(v.shape[2:])) for v in trace.variables.values()):
+        c.notes.append(f"Plots show the first {len(arrays)} coordinates; the table shows all.")
+    stats = {}
+    if "energy" in trace.stats:
+        stats["energy"] = trace.stats["energy"].detach().cpu().numpy().astype(float)
+    obj = arviz_bridge.to_arviz(arrays, stats)
+    captions = {
+        "trace": "Trace and marginal densities per chain",
+        "rank": "Rank plots (uniform when chains agree)",
+        "ess_evolution": "ESS as draws accumulate (bulk and tail)",
+        "autocorr": "Autocorrelation",
+        "energy": "Energy: marginal vs transition distribution (BFMI)",
+    }
+    for kind in arviz_bridge.PLOT_KINDS:
+        if kind == "energy" and "energy" not in stats:
+            continue
+        if trace.num_chains < 2 and kind == "rank":
+            continue
+        name = f"{kind}.png"
+        try:
+            arviz_bridge.save_plot(kind, obj, out / name)
+        except Exception as err:  # noqa: BLE001 - a failed plot must not lose the report
+            c.findings.append(Finding("warning", f"{kind} plot failed: {err}"))
+            continue
+        c.figures.append((captions[kind], name))
+    return c
+
+
+def _table_md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for idx, row in df.iterrows():
+        cells = []
+        for col in cols:
+            v = row[col]
+            cell = "nan" if not math.isfinite(v) else f"{v:.4g}"
+            if _flag(col, v):
+                cell = f"**{cell}** ⚠"
+            cells.append(cell)
+        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _flag(col: str, v: float) -> bool:
+    if col == "r_hat":
+        return math.isfinite(v) and v >= RHAT_LIMIT
+    if col in ("ess_bulk", "ess_tail"):
+        return math.isfinite(v) and v < ESS_MIN
+    return False
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    rows = []
+    for idx, row in df.iterrows():
+        cells = []
+        for col in df.columns:
+            v = row[col]
+            cls = ' class="warn"' if _flag(col, v) else ""
+            cells.append(f"<td{cls}>{'nan' if not math.isfinite(v) else f'{v:.4g}'}</td>")
+        rows.append(f"<tr><th>{html.escape(str(idx))}</th>{''.join(cells)}</tr>")
+    return (
+        f'<table id="summary"><thead><tr><th></th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+_ICON = {"ok": "✓", "warning": "⚠", "error": "✗"}
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right}td.warn{background:#ffe0e0;font-weight:bold}li.warning{color:#a60}
+li.error{color:#c00;font-weight:bold}li.ok{color:#060}img{max-width:100%}figure{margin:1em 0}"""
+
+
+def _write(c: _Content, out: Path) -> Path:
+    md = [f"# {c.title}", ""]
+    md += [f"- {_ICON[f.level]} {f.message}" for f in c.findings] + [""]
+    md += c.notes + [""]
+    if c.table is not None:
+        md += ["## Summary", "", _table_md(c.table), ""]
+    for caption, name in c.figures:
+        md += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    body = [f"<h1>{html.escape(c.title)}</h1><ul>"]
+    body += [
+        f'<li class="{f.level}">{_ICON[f.level]} {html.escape(f.message)}</li>' for f in c.findings
+    ]
+    body.append("</ul>")
+    body += [f"<p>{html.escape(n)}</p>" for n in c.notes]
+    if c.table is not None:
+        body += ["<h2>Summary</h2>", _table_html(c.table)]
+    for caption, name in c.figures:
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        body.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+            f'{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>"
+        f"{html.escape(c.title)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>"
+    )
+    _atomic_text(out / "report.md", "\n".join(md) + "\n")
+    return _atomic_text(out / "report.html", page)
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
+
+
+def report(
+    trace: Trace | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    title: str | None = None,
+    max_coords: int = 4,
+) -> Path:
+    """Write a convergence report for a trace.
+
+    ``out_dir/report.md`` (with the PNGs beside it) and ``out_dir/report.html`` (one file,
+    images embedded): the verdict (R-hat, ESS, divergences, acceptance, BFMI, with warnings
+    highlighted), what was recorded, the summary table and ArviZ's trace, rank,
+    ESS-evolution, autocorrelation and energy plots. Bad input (non-finite draws, one chain)
+    is reported in the file, not raised.
+
+    Args:
+        trace: a :class:`~ebmcmc.Trace` or the path of a saved one.
+        out_dir: directory to write into (created if missing).
+        title: the report's heading.
+        max_coords: how many coordinates the plots show (the table shows all).
+
+    Returns:
+        The path of ``report.html``.
+
+    Example:
+        >>> import torch, ebmcmc, tempfile
+        >>> tr = ebmcmc.sample(lambda x: 0.5 * (x**2).sum(-1), ebmcmc.kernels.MALA(0.8),
+        ...                    torch.zeros(4, 2), 200, generator=0, progress=False)
+        >>> report(tr, tempfile.mkdtemp()).name
+        'report.html'
+    """
+    if not isinstance(trace, Trace):
+        trace = Trace.load(trace)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    content = _content_for_trace(trace, out, title or "Convergence report", max_coords)
+    return _write(content, out)
