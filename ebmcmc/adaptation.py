@@ -57,31 +57,44 @@ class DualAveraging:
         self.target_accept, self.gamma, self.t0, self.kappa = target_accept, gamma, t0, kappa
         self.restart(step_size)
 
-    def restart(self, step_size: Tensor) -> None:
-        """Start afresh around ``10 * step_size`` (as Stan does after each window)."""
-        self.log_step = torch.log(step_size)
+    def restart(self, step_size: Tensor | float) -> None:
+        """Start afresh around ``10 * step_size`` (as Stan does after each window).
+
+        A Python float keeps the whole recursion in Python floats (cheap for one shared step
+        size); a tensor runs it elementwise (one step size per chain or replica).
+        """
+        self.scalar = isinstance(step_size, float)
+        self.log_step = math.log(step_size) if self.scalar else torch.log(step_size)
         self.mu = math.log(10.0) + self.log_step
-        self.log_step_avg = torch.zeros_like(self.log_step)
-        self.h_bar = torch.zeros_like(self.log_step)
+        self.log_step_avg = 0.0 if self.scalar else torch.zeros_like(self.log_step)
+        self.h_bar = 0.0 if self.scalar else torch.zeros_like(self.log_step)
         self.count = 0
 
-    def update(self, accept_prob: Tensor) -> Tensor:
-        """Take one acceptance figure (same shape as the state); return the next step size."""
+    def _exp(self, v):
+        return math.exp(v) if self.scalar else torch.exp(v)
+
+    def update(self, accept_prob: Tensor | float) -> Tensor | float:
+        """Take one acceptance figure (a float, or a tensor shaped like the step size);
+        return the next step size."""
         self.count += 1
         t = self.count
         w = 1.0 / (t + self.t0)
-        a = torch.nan_to_num(accept_prob, nan=0.0).clamp(0, 1)
+        if self.scalar:
+            a = float(accept_prob)
+            a = 0.0 if math.isnan(a) else min(max(a, 0.0), 1.0)
+        else:
+            a = torch.nan_to_num(accept_prob, nan=0.0).clamp(0, 1)
         self.h_bar = (1 - w) * self.h_bar + w * (self.target_accept - a)
         self.log_step = self.mu - math.sqrt(t) / self.gamma * self.h_bar
         eta = t ** (-self.kappa)
         self.log_step_avg = eta * self.log_step + (1 - eta) * self.log_step_avg
-        return torch.exp(self.log_step)
+        return self._exp(self.log_step)
 
-    def final_step_size(self) -> Tensor:
+    def final_step_size(self) -> Tensor | float:
         """The averaged step size to use after warm-up."""
         if self.count == 0:
-            return torch.exp(self.log_step)
-        return torch.exp(self.log_step_avg)
+            return self._exp(self.log_step)
+        return self._exp(self.log_step_avg)
 
 
 class Welford:
@@ -272,6 +285,8 @@ class Adapter:
         if self.adapt_step:
             step = per_chain(kernel.step_size, self.batch_shape, view.energy, "step_size")
             step = step.clone() if config.per_chain else self._pool(step)
+            if step.ndim == 0:
+                step = float(step)
             self.da = DualAveraging(step, float(target), config.gamma, config.t0, config.kappa)
         self.windows = (
             warmup_schedule(
@@ -300,7 +315,7 @@ class Adapter:
         state, info = kernel.adaptation_view(state, info)
         if self.da is not None:
             a = info.accept_prob if self.config.per_chain else self._pool(info.accept_prob)
-            changes["step_size"] = self.da.update(a)
+            changes["step_size"] = self.da.update(float(a) if self.da.scalar else a)
         if self.adapt_mass and self._in_slow_window(i):
             self.welford.update(state.position)
             if (i + 1) in self.window_ends:
@@ -309,8 +324,9 @@ class Adapter:
                 self.welford.reset()
                 if self.da is not None:
                     self.da.restart(self.da.final_step_size())
-                    changes["step_size"] = torch.exp(self.da.log_step)
-        return kernel.replace(**changes) if changes else kernel
+                    changes["step_size"] = self.da._exp(self.da.log_step)
+        # hyperparameters computed here are valid by construction: skip re-validation
+        return kernel.with_params(**changes) if changes else kernel
 
     def finalize(self, kernel: Kernel) -> Kernel:
         """The kernel to sample with after warm-up (averaged step size)."""

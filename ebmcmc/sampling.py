@@ -179,20 +179,28 @@ def sample(
         bar.set_description("sampling")
 
     # ------------------------------------------------------------------ sampling
-    records: dict[str, Tensor] = {}
-    stats: dict[str, Tensor] = {}
-    has_step = kernel.recorded_step_size(state) is not None
+    # Per-step tensors are kept by reference (kernels return fresh tensors) and stacked once.
+    records: dict[str, list[Tensor]] = {}
+    stat_lists: dict[str, list[Tensor]] = {"energy": [], "accept_prob": [], "diverging": []}
+    step_now = kernel.recorded_step_size(state)
+    dynamic_step = step_now is not None and kernel.dynamic_step_size
+    if dynamic_step:
+        stat_lists["step_size"] = []
+    acc_sum = div_any = None
     recorded = 0
-    acc_sum = torch.zeros(batch_shape, dtype=state.energy.dtype, device=x0.device)
-    div_any = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
     try:
         for i in range(num_samples * thin):
             state, info = kernel.step(energy, state, gen)
-            acc_sum += info.accept_prob
-            div_any |= info.diverging
-            if (i + 1) % thin:
-                bar.update(1)
-                continue
+            if thin > 1:
+                acc_sum = info.accept_prob if acc_sum is None else acc_sum + info.accept_prob
+                div_any = info.diverging if div_any is None else div_any | info.diverging
+                if (i + 1) % thin:
+                    bar.update(1)
+                    continue
+                accept, diverging = acc_sum / thin, div_any
+                acc_sum = div_any = None
+            else:
+                accept, diverging = info.accept_prob, info.diverging
             rec = _as_record(trace_fn(state, info))
             if not records:
                 for k, v in rec.items():
@@ -201,31 +209,18 @@ def sample(
                             f"trace_fn output {k!r} has shape {tuple(v.shape)}; its leading "
                             f"dimensions must be the batch shape {tuple(batch_shape)}"
                         )
-                    records[k] = torch.empty(
-                        (num_samples, num_chains) + tuple(v.shape[nb:]),
-                        dtype=v.dtype,
-                        device=v.device,
-                    )
-                for k, dt in (
-                    ("energy", state.energy.dtype),
-                    ("accept_prob", acc_sum.dtype),
-                    ("diverging", torch.bool),
-                    ("step_size", state.energy.dtype),
-                ):
-                    stats[k] = torch.empty((num_samples, num_chains), dtype=dt, device=x0.device)
+                    records[k] = []
             for k, v in rec.items():
-                records[k][recorded] = v.detach().reshape((num_chains,) + tuple(v.shape[nb:]))
-            stats["energy"][recorded] = state.energy.reshape(num_chains)
-            stats["accept_prob"][recorded] = (acc_sum / thin).reshape(num_chains)
-            stats["diverging"][recorded] = div_any.reshape(num_chains)
-            if has_step:
-                stats["step_size"][recorded] = kernel.recorded_step_size(state).reshape(num_chains)
-            acc_sum.zero_()
-            div_any.zero_()
+                records[k].append(v.detach())
+            stat_lists["energy"].append(state.energy)
+            stat_lists["accept_prob"].append(accept)
+            stat_lists["diverging"].append(diverging)
+            if dynamic_step:
+                stat_lists["step_size"].append(kernel.recorded_step_size(state))
             recorded += 1
             bar.update(1)
             if recorded % 100 == 0 and progress:
-                bar.set_postfix(accept=f"{float(stats['accept_prob'][:recorded].mean()):.3f}")
+                bar.set_postfix(accept=f"{float(accept.double().mean()):.3f}")
     except KeyboardInterrupt:
         if recorded == 0:
             bar.close()
@@ -237,11 +232,18 @@ def sample(
         )
     finally:
         bar.close()
-    if not has_step:
-        stats.pop("step_size", None)
 
-    variables = {k: v[:recorded].transpose(0, 1).contiguous() for k, v in records.items()}
-    stats = {k: v[:recorded].transpose(0, 1).contiguous() for k, v in stats.items()}
+    def chain_major(items: list[Tensor]) -> Tensor:
+        t = torch.stack(items[:recorded], dim=0)  # (draw, *batch, ...)
+        t = t.reshape((recorded, num_chains) + tuple(t.shape[1 + nb :]))
+        return t.transpose(0, 1).contiguous()
+
+    variables = {k: chain_major(v) for k, v in records.items()}
+    stats = {k: chain_major(v) for k, v in stat_lists.items()}
+    stats["accept_prob"] = stats["accept_prob"].to(state.energy.dtype)
+    if step_now is not None and not dynamic_step:
+        row = step_now.reshape(num_chains).to(state.energy.dtype)
+        stats["step_size"] = row[:, None].expand(num_chains, recorded).contiguous()
     attrs: dict[str, Any] = {
         "kernel": type(kernel).__name__,
         "num_warmup": num_warmup,

@@ -12,6 +12,7 @@ tensor broadcastable to the batch shape (one value per chain).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,8 +156,18 @@ class Kernel:
     adaptable: ClassVar[tuple[str, ...]] = ("step_size",)
 
     def replace(self, **changes) -> Kernel:
-        """A copy of this kernel with some hyperparameters changed."""
+        """A copy of this kernel with some hyperparameters changed (validated)."""
         return dataclasses.replace(self, **changes)
+
+    def with_params(self, **changes) -> Kernel:
+        """Like :meth:`replace` but without re-validation, for values computed by the library
+        itself (warm-up adaptation changes the step size every step)."""
+        new = copy.copy(self)
+        for k, v in changes.items():
+            if not hasattr(self, k):
+                raise AttributeError(f"{type(self).__name__} has no hyperparameter {k!r}")
+            object.__setattr__(new, k, v)
+        return new
 
     #: energy (+gradient) evaluations one ``step`` costs
     evals_per_step: ClassVar[int] = 1
@@ -196,6 +207,9 @@ class Kernel:
         """The state and info that warm-up adaptation should learn from (wrappers expose
         their inner kernel's); ``info`` may be ``None``."""
         return state, info
+
+    #: whether ``recorded_step_size`` changes from step to step (e.g. per-level step sizes)
+    dynamic_step_size: ClassVar[bool] = False
 
     def recorded_step_size(self, state: State) -> Tensor | None:
         """The per-chain step size to record in traces (shape ``batch``), or ``None``."""

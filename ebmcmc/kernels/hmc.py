@@ -128,9 +128,28 @@ class HMC(Kernel):
 
         x, e, g = x0, e0, g0
         p = p - 0.5 * eps * g
+        if not per_chain_steps:
+            # Lean path: a non-finite value anywhere on the trajectory propagates into the
+            # final state and Hamiltonian error, so one check per transition suffices.
+            for _ in range(total):
+                x = x + eps * (p if inv_m is None else inv_m * p)
+                e, g = energy_and_grad(energy, x)
+                p = p - eps * g
+            p = p + 0.5 * eps * g  # the last update was a full step; make it a half step
+            h_err = (e + kinetic(p)) - (e0 + k0)
+            finite = finite_batch(h_err, x, g)
+            diverging = ~finite | (h_err > self.divergence_threshold)
+            accept_prob, accepted = metropolis(-h_err, ~diverging, generator)
+            new_state = State(
+                where_batch(accepted, x, x0),
+                torch.where(accepted, e, e0),
+                where_batch(accepted, g, g0),
+            )
+            return new_state, Info(accept_prob, accepted, diverging)
+        # per-chain trajectory lengths: chains stop (and freeze) at their own num_steps
         alive = torch.ones(bs, dtype=torch.bool, device=x0.device)
         for i in range(total):
-            active = alive if not per_chain_steps else alive & (n_b > i)
+            active = alive & (n_b > i)
             velocity = p if inv_m is None else inv_m * p
             x_try = x + eps * velocity
             e_try, g_try = energy_and_grad(energy, x_try)

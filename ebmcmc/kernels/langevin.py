@@ -8,6 +8,7 @@ One step costs one energy+gradient evaluation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,7 +22,6 @@ from .base import (
     State,
     check_positive,
     expand_event,
-    finite_batch,
     metropolis,
     per_chain,
     randn_like,
@@ -29,6 +29,14 @@ from .base import (
 )
 
 __all__ = ["Langevin", "MALA"]
+
+
+def _as_factor(value, batch_shape, like: Tensor, event_ndim: int, name: str):
+    """A hyperparameter ready to multiply positions: a Python float stays a float (cheapest),
+    anything else becomes a ``(*batch, 1, …)`` tensor."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return expand_event(per_chain(value, batch_shape, like, name), event_ndim)
 
 
 def _sum_event(t: Tensor, event_ndim: int) -> Tensor:
@@ -72,12 +80,15 @@ class Langevin(Kernel):
         self._validate_state(state)
         x, g = state.position, state.grad
         bs, ne = state.batch_shape, state.event_ndim
-        eps = expand_event(per_chain(self.step_size, bs, x, "step_size"), ne)
-        lam = expand_event(per_chain(self.noise_scale, bs, x, "noise_scale"), ne)
+        eps = _as_factor(self.step_size, bs, x, ne, "step_size")
+        lam = _as_factor(self.noise_scale, bs, x, ne, "noise_scale")
         noise = randn_like(x, generator)
-        x_new = x - eps * g + lam * torch.sqrt(2 * eps) * noise
+        scale = math.sqrt(2 * eps) if isinstance(eps, float) else torch.sqrt(2 * eps)
+        scale = scale * lam if not (isinstance(lam, float) and lam == 1.0) else scale
+        x_new = x - eps * g + scale * noise
         e_new, g_new = energy_and_grad(energy, x_new)
-        ok = finite_batch(e_new, x_new, g_new)
+        # one number per chain: non-finite energy or gradient anywhere makes it non-finite
+        ok = torch.isfinite(e_new + (g_new.flatten(start_dim=len(bs)).sum(-1) if ne else g_new))
         new_state = State(
             where_batch(ok, x_new, x),
             torch.where(ok, e_new, state.energy),
@@ -119,16 +130,19 @@ class MALA(Kernel):
         self._validate_state(state)
         x, e, g = state.position, state.energy, state.grad
         bs, ne = state.batch_shape, state.event_ndim
-        eps_b = per_chain(self.step_size, bs, x, "step_size")
-        eps = expand_event(eps_b, ne)
+        eps = _as_factor(self.step_size, bs, x, ne, "step_size")
+        eps_b = eps if isinstance(eps, float) else eps.reshape(bs)
         noise = randn_like(x, generator)
-        x_new = x - eps * g + torch.sqrt(2 * eps) * noise
+        scale = math.sqrt(2 * eps) if isinstance(eps, float) else torch.sqrt(2 * eps)
+        x_new = x - eps * g + scale * noise
         e_new, g_new = energy_and_grad(energy, x_new)
-        ok = finite_batch(e_new, x_new, g_new)
         # log q(x | x') - log q(x' | x), q(a | b) = N(a; b - eps g(b), 2 eps I)
         fwd = _sum_event(noise**2, ne) * 0.5
         rev = _sum_event((x - x_new + eps * g_new) ** 2, ne) / (4 * eps_b)
         log_ratio = e - e_new - rev + fwd
+        # e_new enters log_ratio directly and g_new through the reverse term: a non-finite
+        # energy or gradient makes log_ratio non-finite, so one check per chain suffices
+        ok = torch.isfinite(log_ratio)
         accept_prob, accepted = metropolis(log_ratio, ok, generator)
         new_state = State(
             where_batch(accepted, x_new, x),

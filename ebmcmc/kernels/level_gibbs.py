@@ -100,6 +100,7 @@ class LevelGibbs(Kernel):
     event_ndim: int = 1
     init_level: int | None = None
     adaptable = ()
+    dynamic_step_size = True
 
     def __post_init__(self):
         if not isinstance(self.kernel, Kernel):

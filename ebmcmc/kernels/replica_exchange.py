@@ -115,6 +115,14 @@ class ReplicaExchange(Kernel):
             mine["kernel"] = mine.get("kernel", self.kernel).replace(**inner)
         return dataclasses.replace(self, **mine)
 
+    def with_params(self, **changes) -> ReplicaExchange:
+        own = {f.name for f in dataclasses.fields(self)}
+        inner = {k: v for k, v in changes.items() if k not in own}
+        new = super().with_params(**{k: v for k, v in changes.items() if k in own})
+        if inner:
+            object.__setattr__(new, "kernel", new.kernel.with_params(**inner))
+        return new
+
     adaptation_keep_ndim = 1  # adapt one step size (and mass matrix) per replica
 
     def adaptation_view(self, state: ReplicaState, info: Info | None):
