@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ class Trace:
         if self.final_state is not None:
             # every field of the state, subclasses included (ReplicaState's replicas and
             # parity, LevelState's level), so that a resumed run continues bit for bit
-            sattrs, sarrays = _state_to_flat(self.final_state, "state")
+            sattrs, sarrays = _to_flat(self.final_state, "state", State)
             attrs.update(sattrs)
             for k, a in sarrays.items():
                 data_vars[k] = (dims_for(k, a, ()), a)
@@ -192,7 +193,7 @@ class Trace:
             a = _to_numpy(self.generator_state)
             data_vars["generator_state"] = (("generator_state_dim",), a)
         if self.kernel is not None:
-            kattrs, karrays = _kernel_to_flat(self.kernel, "kernel")
+            kattrs, karrays = _to_flat(self.kernel, "kernel", Kernel)
             attrs.update(kattrs)
             for k, a in karrays.items():
                 data_vars[k] = (dims_for(k, a, ()), a)
@@ -239,7 +240,7 @@ class Trace:
             stats["diverging"] = stats["diverging"].bool()
         state = None
         if "state.class" in ds.attrs:
-            state = _state_from_flat(ds, "state")
+            state = _from_flat(ds, "state", State)
         elif "state.position" in ds:
             state = State(
                 t("state.position"),
@@ -247,7 +248,18 @@ class Trace:
                 t("state.grad") if "state.grad" in ds else None,
             )
         gen = t("generator_state").to(torch.uint8) if "generator_state" in ds else None
-        kernel = _kernel_from_flat(ds, "kernel") if "kernel.class" in ds.attrs else None
+        kernel = None
+        if "kernel.class" in ds.attrs:
+            if ds.attrs["kernel.class"].startswith("ebmcmc."):
+                kernel = _from_flat(ds, "kernel", Kernel)
+            else:
+                # a user's own kernel class is not imported from a file; sample() takes the
+                # kernel as an argument anyway, so the trace stays resumable
+                warnings.warn(
+                    f"trace was made with kernel {ds.attrs['kernel.class']!r} from outside "
+                    "ebmcmc; loaded without it (pass your kernel to sample() to resume)",
+                    stacklevel=2,
+                )
         import ast
 
         run_attrs = ast.literal_eval(ds.attrs.get("run_attrs", "{}"))
@@ -268,76 +280,23 @@ def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------- kernel (de)serialization
+# ---------------------------------------------------------------------- (de)serialization
+#
+# Kernels and states are dataclasses, possibly subclassed and nested (a wrapper kernel holds
+# its inner kernel; a replica state holds the inner state). Both are flattened to NetCDF
+# attributes (scalars, flags, the class path) and arrays under dotted keys, and rebuilt only
+# from classes inside ebmcmc of the expected base class.
 
 
-def _kernel_to_flat(kernel: Kernel, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    cls = type(kernel)
+def _to_flat(obj, prefix: str, base: type) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    cls = type(obj)
     attrs: dict[str, Any] = {f"{prefix}.class": f"{cls.__module__}.{cls.__qualname__}"}
     arrays: dict[str, np.ndarray] = {}
-    for f in dataclasses.fields(kernel):
-        v = getattr(kernel, f.name)
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
         key = f"{prefix}.{f.name}"
-        if isinstance(v, Kernel):
-            a2, r2 = _kernel_to_flat(v, key)
-            attrs.update(a2)
-            arrays.update(r2)
-        elif isinstance(v, Tensor):
-            arrays[key] = _to_numpy(v)
-        elif v is None:
-            attrs[key + ".none"] = 1
-        elif isinstance(v, bool):
-            attrs[key + ".bool"] = int(v)
-        elif isinstance(v, int | float):
-            attrs[key] = v
-        elif isinstance(v, tuple | list) and all(isinstance(i, int | float) for i in v):
-            arrays[key] = np.asarray(v)
-        else:
-            raise TypeError(f"cannot save kernel field {f.name!r} of type {type(v).__name__}")
-    return attrs, arrays
-
-
-def _kernel_from_flat(ds, prefix: str) -> Kernel:
-    path = ds.attrs[f"{prefix}.class"]
-    module, _, name = path.rpartition(".")
-    if not module.startswith("ebmcmc."):
-        raise ValueError(f"refusing to load kernel class {path!r} from outside ebmcmc")
-    cls = getattr(importlib.import_module(module), name)
-    if not (isinstance(cls, type) and issubclass(cls, Kernel)):
-        raise ValueError(f"{path!r} is not an ebmcmc kernel")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        key = f"{prefix}.{f.name}"
-        if f"{key}.class" in ds.attrs:
-            kwargs[f.name] = _kernel_from_flat(ds, key)
-        elif key in ds.data_vars:
-            # np.array keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
-            kwargs[f.name] = torch.from_numpy(np.array(ds[key].values, order="C"))
-        elif f"{key}.none" in ds.attrs:
-            kwargs[f.name] = None
-        elif f"{key}.bool" in ds.attrs:
-            kwargs[f.name] = bool(ds.attrs[f"{key}.bool"])
-        elif key in ds.attrs:
-            v = ds.attrs[key]
-            kwargs[f.name] = v.item() if hasattr(v, "item") else v
-    return cls(**kwargs)
-
-
-# ---------------------------------------------------------------------- state (de)serialization
-
-
-def _state_to_flat(state: State, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every dataclass field of a (possibly subclassed, possibly nested) state."""
-    cls = type(state)
-    attrs: dict[str, Any] = {f"{prefix}.class": f"{cls.__module__}.{cls.__qualname__}"}
-    arrays: dict[str, np.ndarray] = {}
-    for f in dataclasses.fields(state):
-        v = getattr(state, f.name)
-        key = f"{prefix}.{f.name}"
-        if isinstance(v, State):
-            a2, r2 = _state_to_flat(v, key)
+        if isinstance(v, base):
+            a2, r2 = _to_flat(v, key, base)
             attrs.update(a2)
             arrays.update(r2)
         elif isinstance(v, Tensor):
@@ -351,28 +310,34 @@ def _state_to_flat(state: State, prefix: str) -> tuple[dict[str, Any], dict[str,
             attrs[key + ".bool"] = int(v)
         elif isinstance(v, int | float):
             attrs[key] = v
+        elif isinstance(v, tuple | list) and all(isinstance(i, int | float) for i in v):
+            arrays[key] = np.asarray(v)
         else:
-            raise TypeError(f"cannot save state field {f.name!r} of type {type(v).__name__}")
+            raise TypeError(
+                f"cannot save {base.__name__.lower()} field {f.name!r} of type {type(v).__name__}"
+            )
     return attrs, arrays
 
 
-def _state_from_flat(ds, prefix: str) -> State:
+def _from_flat(ds, prefix: str, base: type):
     path = ds.attrs[f"{prefix}.class"]
+    what = base.__name__.lower()
     module, _, name = path.rpartition(".")
     if not module.startswith("ebmcmc."):
-        raise ValueError(f"refusing to load state class {path!r} from outside ebmcmc")
+        raise ValueError(f"refusing to load {what} class {path!r} from outside ebmcmc")
     cls = getattr(importlib.import_module(module), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, State)):
-        raise ValueError(f"{path!r} is not an ebmcmc state")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{path!r} is not an ebmcmc {what}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         key = f"{prefix}.{f.name}"
         if f"{key}.class" in ds.attrs:
-            kwargs[f.name] = _state_from_flat(ds, key)
+            kwargs[f.name] = _from_flat(ds, key, base)
         elif key in ds.data_vars:
-            t = torch.from_numpy(np.ascontiguousarray(ds[key].values))
+            # np.array keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+            t = torch.from_numpy(np.array(ds[key].values, order="C"))
             kwargs[f.name] = t.bool() if f"{key}.is_bool" in ds.attrs else t
         elif f"{key}.none" in ds.attrs:
             kwargs[f.name] = None
@@ -384,4 +349,4 @@ def _state_from_flat(ds, prefix: str) -> State:
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ValueError(f"the saved state is incomplete ({err})") from err
+        raise ValueError(f"the saved {what} is incomplete ({err})") from err
