@@ -96,6 +96,7 @@ class Sizes:
     ebm_mala: Run
     ebm_hmc10: Run
     ebm_hmc20: Run
+    ebm_hmc30: Run
     ebm_langevin: Run
     ebm_rw: Run
     sweep_langevin: Run  # pilot runs of torchebm's step-size sweep
@@ -117,6 +118,7 @@ SIZES = {
         ebm_mala=Run(1000, 2000, 2),
         ebm_hmc10=Run(1000, 1000),
         ebm_hmc20=Run(1000, 1000),
+        ebm_hmc30=Run(500, 1000),
         ebm_langevin=Run(1000, 1500, 5),
         ebm_rw=Run(1000, 2000, 4),
         sweep_langevin=Run(300, 300),
@@ -136,6 +138,7 @@ SIZES = {
         ebm_mala=Run(100, 200),
         ebm_hmc10=Run(100, 50),
         ebm_hmc20=Run(100, 50),
+        ebm_hmc30=Run(100, 50),
         ebm_langevin=Run(100, 200, 2),
         ebm_rw=Run(100, 200, 2),
         sweep_langevin=Run(30, 30),
@@ -155,6 +158,7 @@ SIZES = {
         ebm_mala=Run(30, 30),
         ebm_hmc10=Run(30, 15),
         ebm_hmc20=Run(30, 15),
+        ebm_hmc30=Run(30, 15),
         ebm_langevin=Run(30, 30),
         ebm_rw=Run(30, 30),
         sweep_langevin=Run(10, 10),
@@ -537,6 +541,14 @@ def table1(sizes: Sizes, seed: int) -> tuple[list[Row], dict[str, Any]]:
                 WindowAdaptation(target_accept=0.95),
                 sizes.ebm_hmc20,
                 "20 leapfrog steps, target accept 0.95, diagonal mass",
+            ),
+            (
+                "HMC L=30, δ=0.95, jitter",
+                HMC(step_size=0.1, num_steps=30, jitter=0.5),
+                WindowAdaptation(target_accept=0.95),
+                sizes.ebm_hmc30,
+                "30 leapfrog steps, step size jittered by U(0.5, 1.5) each transition, "
+                "target accept 0.95, diagonal mass",
             ),
             (
                 "Langevin (ULA)",
