@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._random import as_generator
 from .targets import GaussianMixture, Target
 
 __all__ = [
@@ -76,15 +77,7 @@ Generatorish = torch.Generator | int | None
 # --------------------------------------------------------------------------- helpers
 
 
-def _generator(generator: Generatorish, name: str = "generator") -> torch.Generator | None:
-    """Accept a ``torch.Generator``, an int seed, or ``None`` (torch's default generator)."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    raise TypeError(
-        f"{name} must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
-    )
+_generator = as_generator  # a torch.Generator, an int seed, or None
 
 
 def _device(g: torch.Generator | None) -> torch.device:

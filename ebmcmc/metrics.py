@@ -24,6 +24,8 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
+from ._random import as_generator
+
 __all__ = [
     "mmd",
     "DEFAULT_MMD_SCALES",
@@ -63,14 +65,7 @@ def _out_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.float32
 
 
-def _generator(generator) -> torch.Generator | None:
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    raise TypeError(
-        f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
-    )
+_generator = as_generator  # a torch.Generator, an int seed, or None
 
 
 # --------------------------------------------------------------------------- MMD
