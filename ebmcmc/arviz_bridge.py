@@ -23,6 +23,8 @@ __all__ = [
     "posterior_dataset",
     "ess",
     "rhat",
+    "rhat_nested",
+    "nested_rhat_numpy",
     "mcse",
     "bfmi",
     "arviz_module",
@@ -191,6 +193,138 @@ def rhat(data, method: str = "rank") -> xr.Dataset:
     if ARVIZ_MAJOR >= 1:  # pragma: no cover
         return _stats.rhat(ds, sample_dims=["chain", "draw"], method=method)
     return _az.rhat(ds, method=method)
+
+
+def _superchain_ids(superchains, n_chain: int) -> np.ndarray:
+    """Superchain id per chain from a count (contiguous equal groups) or a sequence of ids."""
+    if isinstance(superchains, int | np.integer) and not isinstance(superchains, bool):
+        k = int(superchains)
+        if k < 2 or n_chain % k:
+            raise ValueError(
+                f"superchains={k} must be >= 2 and divide the number of chains ({n_chain})"
+            )
+        return np.repeat(np.arange(k), n_chain // k)
+    ids = np.asarray(superchains)
+    if ids.shape != (n_chain,) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"superchains must be an int or {n_chain} integer ids (one per chain), got "
+            f"{superchains!r}"
+        )
+    _, ids = np.unique(ids, return_inverse=True)
+    counts = np.bincount(ids)
+    if len(counts) < 2 or counts.min() != counts.max():
+        raise ValueError(
+            "superchains need at least 2 groups with the same number of chains each, got "
+            f"sizes {counts.tolist()}"
+        )
+    return ids
+
+
+def _nested_core(ary: np.ndarray, ids: np.ndarray) -> float:
+    """nR-hat (Margossian et al. 2024, eqs. 4-8) of one ``(chain, draw)`` array."""
+    k = ids.max() + 1
+    chain_mean = ary.mean(axis=1)
+    chain_var = ary.var(axis=1, ddof=1) if ary.shape[1] > 1 else np.zeros(len(ary))
+    groups = [ids == j for j in range(k)]
+    super_mean = np.array([chain_mean[g].mean() for g in groups])
+    m = int(groups[0].sum())
+    b_k = np.zeros(k) if m == 1 else np.array([chain_mean[g].var(ddof=1) for g in groups])
+    w_k = np.array([chain_var[g].mean() for g in groups])
+    b_nu = super_mean.var(ddof=1)
+    w_nu = np.mean(b_k + w_k)
+    return float(np.sqrt(1.0 + b_nu / w_nu))
+
+
+def _z_scale(ary: np.ndarray) -> np.ndarray:
+    from scipy import stats
+
+    rank = stats.rankdata(ary, method="average").reshape(ary.shape)
+    return stats.norm.ppf((rank - 3 / 8) / (ary.size + 1 / 4))
+
+
+def nested_rhat_numpy(ary: np.ndarray, superchains, method: str = "rank") -> float:
+    """Nested R-hat of one ``(chain, draw)`` array in plain NumPy (what ArviZ 0.x lacks).
+
+    Follows Margossian et al. (2024): chains are grouped into superchains (chains started at
+    the same point); ``nR-hat = sqrt(1 + B_nu / W_nu)`` with ``B_nu`` the variance of the
+    superchain means and ``W_nu`` the mean over superchains of (variance of its chain means +
+    mean within-chain variance). ``method`` as in ``arviz_stats.rhat_nested``: ``"identity"``
+    (the raw draws), ``"split"`` (chains halved), ``"z_scale"`` (split, rank-normalised),
+    ``"folded"`` (split, folded about the median, rank-normalised) or ``"rank"`` (the larger
+    of z_scale and folded). Identical to ArviZ 1.x's ``rhat_nested``.
+
+    Args:
+        ary: ``(chain, draw)`` draws of one scalar.
+        superchains: the number of superchains (consecutive equal groups of chains) or one
+            integer id per chain.
+        method: see above.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(8, 200))
+        >>> nested_rhat_numpy(x, 4) < 1.01
+        True
+    """
+    ary = np.asarray(ary, dtype=float)
+    if ary.ndim != 2:
+        raise ValueError(f"ary must have shape (chain, draw), got {ary.shape}")
+    if ary.shape[0] < 2 or ary.shape[1] < 4:
+        raise ValueError(f"nested R-hat needs >= 2 chains and >= 4 draws, got {ary.shape}")
+    ids = _superchain_ids(superchains, ary.shape[0])
+    if method == "identity":
+        return _nested_core(ary, ids)
+    half = ary.shape[1] // 2
+    split = np.vstack((ary[:, :half], ary[:, -half:]))
+    ids2 = np.hstack((ids, ids))
+    if method == "split":
+        return _nested_core(split, ids2)
+    bulk = _nested_core(_z_scale(split), ids2)
+    folded = _nested_core(_z_scale(np.abs(split - np.median(split))), ids2)
+    if method == "z_scale":
+        return bulk
+    if method == "folded":
+        return folded
+    if method == "rank":
+        return max(bulk, folded)
+    raise ValueError(
+        f"method must be one of 'rank', 'folded', 'z_scale', 'split', 'identity', got {method!r}"
+    )
+
+
+def rhat_nested(data, superchains, method: str = "rank") -> xr.Dataset:
+    """Nested R-hat (Margossian et al. 2024) for many short chains grouped into superchains.
+
+    ArviZ 1.x's ``arviz_stats.rhat_nested`` where available, else :func:`nested_rhat_numpy`
+    applied per coordinate (ArviZ 0.x has none).
+
+    Args:
+        data: as for :func:`rhat`.
+        superchains: the number of superchains (consecutive equal groups of chains) or one
+            integer id per chain; chains in a superchain should share their start.
+        method: ``"rank"`` (default), ``"folded"``, ``"z_scale"``, ``"split"``, ``"identity"``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(8, 200))
+        >>> float(rhat_nested(x, 2)["x"]) < 1.01
+        True
+    """
+    ds = _as_dataset(data)
+    _check_draws(ds, need_chains=2)
+    ids = _superchain_ids(superchains, ds.sizes["chain"])
+    if ARVIZ_MAJOR >= 1 and hasattr(_stats, "rhat_nested"):  # pragma: no cover
+        return _stats.rhat_nested(
+            ds, sample_dims=["chain", "draw"], method=method, superchain_ids=list(ids)
+        )
+    out = {}
+    for name, da in ds.data_vars.items():
+        a = da.transpose("chain", "draw", ...).values.astype(float)
+        flat = a.reshape(a.shape[0], a.shape[1], -1)
+        vals = [nested_rhat_numpy(flat[:, :, i], ids, method) for i in range(flat.shape[2])]
+        dims = [d for d in da.dims if d not in ("chain", "draw")]
+        out[name] = (dims, np.asarray(vals).reshape(a.shape[2:]))
+    coords = {d: ds.coords[d] for d in ds.coords if d not in ("chain", "draw")}
+    return xr.Dataset(out, coords=coords)
 
 
 def mcse(data, method: str = "mean") -> xr.Dataset:

@@ -1,4 +1,5 @@
-"""Convergence diagnostics: summaries of traces through the ArviZ bridge.
+"""Convergence diagnostics: summaries of traces through the ArviZ bridge, nested R-hat,
+long-run stability studies and reports.
 
 Example:
     >>> import torch, ebmcmc
@@ -10,6 +11,16 @@ Example:
 """
 
 from .report import check_trace, report
-from .summary import summary
+from .stability import StabilityResult, report_stability, stability
+from .summary import nested_rhat, sample_stats_summary, summary
 
-__all__ = ["summary", "report", "check_trace"]
+__all__ = [
+    "summary",
+    "sample_stats_summary",
+    "nested_rhat",
+    "report",
+    "check_trace",
+    "stability",
+    "StabilityResult",
+    "report_stability",
+]
