@@ -125,6 +125,9 @@ class Trainer:
         seed: seed of the trainer's generator (batches, augmentation, sampler).
         augment: optional ``(batch, generator) -> batch`` (e.g. random horizontal flips).
         progress: tqdm progress bar.
+        grad_hook: optional ``hook(model)`` called after ``backward`` and before clipping and
+            the optimizer step, e.g. to all-reduce the gradients across data-parallel ranks
+            (see ``examples/cifar_drl.py``).
 
     Attributes:
         ema_model: the EMA copy used for sampling (the model itself when EMA is off).
@@ -154,6 +157,7 @@ class Trainer:
         seed: int = 0,
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         progress: bool = True,
+        grad_hook: Callable[[torch.nn.Module], None] | None = None,
     ):
         if not isinstance(model, torch.nn.Module):
             raise TypeError("model must be a torch.nn.Module")
@@ -167,6 +171,7 @@ class Trainer:
         self.config = config or TrainConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.augment, self.progress = augment, progress
+        self.grad_hook = grad_hook
         self.device = data.device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
@@ -225,6 +230,8 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_hook is not None:
+            self.grad_hook(self.model)
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
