@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from ._random import as_generator
-from .targets import GaussianMixture, Target
+from .targets import GaussianMixture, Target, _check_n
 
 __all__ = [
     "TOY_DATASETS",
@@ -82,12 +82,6 @@ _generator = as_generator  # a torch.Generator, an int seed, or None
 
 def _device(g: torch.Generator | None) -> torch.device:
     return g.device if g is not None else torch.device("cpu")
-
-
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return n
 
 
 def _check_nonneg(name: str, value) -> float:

@@ -67,7 +67,8 @@ class Target:
 
 
 def _check_n(n) -> int:
-    if not isinstance(n, int) or n < 1:
+    """``n`` as a sample count: a positive int (not a bool)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     return n
 

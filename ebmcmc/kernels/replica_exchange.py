@@ -107,18 +107,21 @@ class ReplicaExchange(Kernel):
     def inverse_mass_matrix(self):
         return getattr(self.kernel, "inverse_mass_matrix", None)
 
-    def replace(self, **changes) -> ReplicaExchange:
+    def _split_changes(self, changes: dict) -> tuple[dict, dict]:
+        """``(own, inner)``: changes to this wrapper's fields and to the inner kernel's."""
         own = {f.name for f in dataclasses.fields(self)}
-        inner = {k: v for k, v in changes.items() if k not in own}
         mine = {k: v for k, v in changes.items() if k in own}
+        return mine, {k: v for k, v in changes.items() if k not in own}
+
+    def replace(self, **changes) -> ReplicaExchange:
+        mine, inner = self._split_changes(changes)
         if inner:
             mine["kernel"] = mine.get("kernel", self.kernel).replace(**inner)
         return dataclasses.replace(self, **mine)
 
     def with_params(self, **changes) -> ReplicaExchange:
-        own = {f.name for f in dataclasses.fields(self)}
-        inner = {k: v for k, v in changes.items() if k not in own}
-        new = super().with_params(**{k: v for k, v in changes.items() if k in own})
+        mine, inner = self._split_changes(changes)
+        new = super().with_params(**mine)
         if inner:
             object.__setattr__(new, "kernel", new.kernel.with_params(**inner))
         return new
