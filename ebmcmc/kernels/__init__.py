@@ -11,6 +11,7 @@ Example:
 
 from .base import Info, Kernel, State
 from .hmc import HMC
+from .independence import IndependenceMetropolis
 from .langevin import MALA, Langevin
 from .level_gibbs import LevelGibbs, LevelState
 from .random_walk import RandomWalk
@@ -24,6 +25,7 @@ __all__ = [
     "MALA",
     "HMC",
     "RandomWalk",
+    "IndependenceMetropolis",
     "ReplicaExchange",
     "ReplicaState",
     "LevelGibbs",
