@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ._random import as_generator
 
 __all__ = [
+    "kl_to_grid_density",
     "mmd",
     "DEFAULT_MMD_SCALES",
     "median_bandwidth",
@@ -481,8 +482,45 @@ def kl_on_grid(
     mdl = model_log_prob_on_grid(
         energy, lim, resolution, chunk_size=chunk_size, dtype=dtype, device=device
     )
+    return kl_to_grid_density(log_p_data, mdl, chunk_size=chunk_size, mass_tol=mass_tol)
+
+
+def kl_to_grid_density(
+    log_p_data: Callable[[Tensor], Tensor],
+    model: GridLogProb,
+    *,
+    chunk_size: int = 65536,
+    mass_tol: float = 1e-3,
+) -> float:
+    """``KL(data || model)`` in nats for a model density already normalized on a grid.
+
+    As :func:`kl_on_grid`, for a model given as a :class:`GridLogProb` (e.g. a hierarchical
+    model's density from
+    :meth:`ebmcmc.estimators.DiffusionRecoveryLikelihood.log_prob_on_grid`); the data density
+    is evaluated at the same cell centres and renormalized over the grid.
+
+    Args:
+        log_p_data: normalized data log density, points ``(N, 2)`` -> ``(N,)``.
+        model: the model's normalized log density on a regular grid.
+        chunk_size: points per call of ``log_p_data``.
+        mass_tol: tolerance on the data's grid mass before a ``RuntimeWarning``.
+
+    Returns:
+        the divergence in nats.
+
+    Example:
+        >>> from ebmcmc.targets import Gaussian
+        >>> p = Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]])
+        >>> q = model_log_prob_on_grid(Gaussian([1.0, 0.0], [[1.0, 0.0], [0.0, 1.0]]), 9.0, 200)
+        >>> round(kl_to_grid_density(p.log_prob, q), 6)
+        0.5
+    """
+    if not isinstance(model, GridLogProb):
+        raise TypeError(f"model must be a GridLogProb, got {type(model).__name__}")
     ddt, ddev = _infer_dtype_device(log_p_data, None, None)
-    _, _, pts, area = _grid(lim, resolution, ddt, ddev)
+    yy, xx = torch.meshgrid(model.ys, model.xs, indexing="ij")
+    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1).to(device=ddev, dtype=ddt)
+    area = model.cell_area
     lpd = _evaluate("log_p_data", log_p_data, pts, chunk_size)
     if (lpd == math.inf).any():
         raise ValueError("log_p_data returned +inf on the grid")
@@ -498,7 +536,7 @@ def kl_on_grid(
             stacklevel=2,
         )
     lpd = lpd - log_mass  # renormalized over the grid
-    lpm = mdl.log_prob.reshape(-1)
+    lpm = model.log_prob.reshape(-1).to(lpd)
     pd = lpd.exp()
     pos = pd > 0
     diff = torch.where(pos, lpd - lpm, torch.zeros_like(lpd))

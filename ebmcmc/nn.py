@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _torch_spectral_norm
 
-__all__ = ["sinusoidal_embedding", "TimeMLP", "DRLResNet"]
+__all__ = ["sinusoidal_embedding", "TimeMLP", "LevelScaled", "DRLResNet"]
 
 
 def sinusoidal_embedding(
@@ -123,6 +123,16 @@ class TimeMLP(nn.Module):
         num_levels: levels accepted, ``t`` in ``{0..num_levels-1}``.
         time_dim: size of the sinusoidal level embedding.
         activation: ``"silu"`` or ``"leaky_relu"`` (slope 0.2).
+        fourier_features: if > 0, the input is first mapped to
+            ``[x, sin(2 pi B x), cos(2 pi B x)]`` with a fixed random
+            ``B ~ N(0, fourier_scale^2)`` of shape ``(fourier_features, in_features)``
+            (Tancik et al. 2020). An MLP learns high-frequency structure (eight modes around
+            a ring) slowly from raw coordinates; these features remove that spectral bias.
+        fourier_scale: standard deviation of ``B``, in cycles per unit of ``x``.
+        fourier_seed: seed of ``B`` (``B`` is a buffer, saved with the weights).
+        zero_output: initialise the output layer's weights to zero, so training starts
+            from a flat energy (recommended with Fourier features: their large input
+            gradients would otherwise make the first Langevin steps diverge).
 
     Shapes:
         ``x``: ``(*batch, in_features)``; ``t``: integer tensor broadcastable to ``batch``
@@ -146,9 +156,24 @@ class TimeMLP(nn.Module):
         num_levels: int = 6,
         time_dim: int = 32,
         activation: str = "silu",
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+        fourier_seed: int = 0,
+        zero_output: bool = False,
     ) -> None:
         super().__init__()
         self.in_features = _check_positive_int(in_features, "in_features")
+        self.fourier_features = _check_positive_int(fourier_features, "fourier_features", 0)
+        if not (isinstance(fourier_scale, (int, float)) and math.isfinite(fourier_scale)
+                and fourier_scale > 0):  # fmt: skip
+            raise ValueError(f"fourier_scale must be finite and > 0, got {fourier_scale!r}")
+        b = None  # a saved buffer only when used (checkpoints without features stay valid)
+        if self.fourier_features:
+            g = torch.Generator().manual_seed(int(fourier_seed))
+            b = float(fourier_scale) * torch.randn(
+                self.fourier_features, self.in_features, generator=g
+            )
+        self.register_buffer("fourier_b", b)
         self.hidden = _check_positive_int(hidden, "hidden")
         self.num_layers = _check_positive_int(num_layers, "num_layers")
         self.num_levels = _check_positive_int(num_levels, "num_levels")
@@ -161,10 +186,13 @@ class TimeMLP(nn.Module):
         self.act = _ACTIVATIONS[activation]()
         self.time_mlp = nn.Linear(time_dim, hidden)
         self.time_shift = nn.Linear(hidden, hidden * num_layers)
+        width_in = in_features + 2 * self.fourier_features
         self.layers = nn.ModuleList(
-            [nn.Linear(in_features if i == 0 else hidden, hidden) for i in range(num_layers)]
+            [nn.Linear(width_in if i == 0 else hidden, hidden) for i in range(num_layers)]
         )
         self.out = nn.Linear(hidden, 1)
+        if zero_output:
+            nn.init.zeros_(self.out.weight)
 
     def forward(self, x: Tensor, t: Tensor | int | None = None) -> Tensor:
         """Energy of ``x`` at level ``t``.
@@ -185,6 +213,9 @@ class TimeMLP(nn.Module):
         temb = self.act(self.time_mlp(sinusoidal_embedding(t, self.time_dim, dtype=x.dtype)))
         shifts = self.time_shift(temb).chunk(self.num_layers, dim=-1)
         h = x
+        if self.fourier_features:
+            proj = (2 * math.pi) * (x @ self.fourier_b.to(x.dtype).T)
+            h = torch.cat([x, torch.sin(proj), torch.cos(proj)], dim=-1)
         for layer, shift in zip(self.layers, shifts, strict=True):
             h = self.act(layer(h) + shift)
         return self.out(h).squeeze(-1)
@@ -285,6 +316,55 @@ class _ResBlock(nn.Module):
         h = h + self.temb_proj(temb_act)[:, :, None, None]
         h = self.conv2(self.dropout(_lrelu(h))) * self.gain[:, None, None]
         return self.shortcut(x) + h
+
+
+class LevelScaled(nn.Module):
+    """An energy whose network works in nats at every level: ``E(x, t) = scale[t] * net(x, t)``.
+
+    DRL divides the energy by ``s_t^2`` in its recovery energy, so with
+    ``scale = estimator.step_sizes ** 2`` the network ``net`` outputs the level's negative
+    log-density (up to a constant) directly, instead of having to produce outputs whose
+    useful range shrinks with ``s_t^2`` (at level 0 of the T = 6 schedule, an error of 1e-3 in
+    ``E`` is already several nats). The model family is unchanged; only the network's output
+    scale per level is. Pair it with
+    ``DiffusionRecoveryLikelihood(..., loss_weight="likelihood")`` so every level's loss is
+    counted in nats as well.
+
+    Args:
+        net: a module called ``net(x, t)`` returning ``batch`` energies.
+        scale: positive scales, shape ``(num_levels,)``; stored as a buffer (float32).
+
+    Shapes:
+        ``x``: ``(batch, *event)``; ``t``: integer ``(batch,)`` (``None`` or an int means that
+        level for every example, ``None`` being level 0); output ``(batch,)``.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> net = TimeMLP(2, hidden=16, num_levels=3)
+        >>> model = LevelScaled(net, torch.tensor([1e-3, 1e-2, 1e-1]))
+        >>> t = torch.tensor([0, 2])
+        >>> x = torch.randn(2, 2)
+        >>> torch.allclose(model(x, t), net(x, t) * torch.tensor([1e-3, 1e-1]))
+        True
+    """
+
+    def __init__(self, net: nn.Module, scale) -> None:
+        super().__init__()
+        scale = torch.as_tensor(scale, dtype=torch.float32).detach().clone()
+        if scale.ndim != 1 or scale.numel() == 0:
+            raise ValueError(
+                f"scale must be a non-empty 1-D tensor, got shape {tuple(scale.shape)}"
+            )
+        if not bool(torch.isfinite(scale).all()) or not bool((scale > 0).all()):
+            raise ValueError("scale must be finite and > 0 at every level")
+        self.net = net
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: Tensor, t: Tensor | int | None = None) -> Tensor:
+        out = self.net(x, t)
+        levels = _levels(t, out.shape, self.scale.numel(), out.device)
+        return out * self.scale.to(out.dtype)[levels]
 
 
 class DRLResNet(nn.Module):

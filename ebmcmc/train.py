@@ -41,6 +41,9 @@ class TrainConfig:
         checkpoint_every: write ``checkpoint.pt`` in the run directory every N steps (0: only
             at the end).
         weight_decay: Adam's L2 weight decay.
+        decay_at: from this step on, the learning rate is multiplied by ``decay_factor``
+            (``None``: never). A function of the step alone, so a resumed run follows it.
+        decay_factor: the factor of ``decay_at``.
 
     Example:
         >>> TrainConfig(lr=1e-3).warmup_steps
@@ -55,8 +58,17 @@ class TrainConfig:
     batch_size: int = 64
     checkpoint_every: int = 0
     weight_decay: float = 0.0
+    decay_at: int | None = None
+    decay_factor: float = 0.1
 
     def __post_init__(self):
+        if self.decay_at is not None and (
+            isinstance(self.decay_at, bool) or not isinstance(self.decay_at, int)
+            or self.decay_at < 0
+        ):  # fmt: skip
+            raise ValueError(f"decay_at must be an int >= 0 or None, got {self.decay_at!r}")
+        if not 0 < self.decay_factor <= 1:
+            raise ValueError(f"decay_factor must lie in (0, 1], got {self.decay_factor}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
@@ -179,10 +191,13 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay
         )
-        warm = c.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
-        )
+        warm, at, factor = c.warmup_steps, c.decay_at, c.decay_factor
+
+        def lr_factor(s: int) -> float:
+            f = min(1.0, (s + 1) / warm) if warm else 1.0
+            return f * factor if at is not None and s >= at else f
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
         if c.ema_decay is not None:
             self.ema_model = copy.deepcopy(model)
             for p in self.ema_model.parameters():
@@ -238,6 +253,7 @@ class Trainer:
         if not torch.isfinite(gnorm):
             self.optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
         self._update_ema()
@@ -246,7 +262,7 @@ class Trainer:
             "step": self.step,
             "loss": float(loss.detach()),
             "grad_norm": float(gnorm),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
         }
         rec.update({k: float(v) for k, v in out.stats.items()})
         self.history.append(rec)
@@ -320,11 +336,18 @@ class Trainer:
     def load(self, path: str | os.PathLike) -> None:
         """Restore a checkpoint written by :meth:`save` (``weights_only=True``)."""
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ckpt["model"])
-        if ckpt["ema"] is not None:
-            if self.ema_model is self.model:
-                raise ValueError("checkpoint has EMA weights but this trainer has EMA off")
-            self.ema_model.load_state_dict(ckpt["ema"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            if ckpt["ema"] is not None:
+                if self.ema_model is self.model:
+                    raise ValueError("checkpoint has EMA weights but this trainer has EMA off")
+                self.ema_model.load_state_dict(ckpt["ema"])
+        except RuntimeError as err:  # missing keys or shape mismatches
+            first = str(err).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"the checkpoint {str(path)!r} was written for a different model (another "
+                f"configuration?): {first} Use a new run directory or the same settings."
+            ) from err
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.estimator.load_state_dict(ckpt["estimator"])

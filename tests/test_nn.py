@@ -288,3 +288,56 @@ def test_drl_resnet_deepcopy_and_state_dict_roundtrip(tmp_path):
     fresh.load_state_dict(torch.load(path, weights_only=True))
     fresh.eval()
     torch.testing.assert_close(fresh(x, t), net(x, t))
+
+
+# ----------------------------------------------------------------------------- Fourier / scaled
+
+
+def test_time_mlp_fourier_features():
+    from ebmcmc.nn import LevelScaled  # noqa: F401
+
+    m = TimeMLP(2, hidden=16, num_levels=3, fourier_features=8, fourier_scale=0.5,
+                fourier_seed=3)  # fmt: skip
+    assert m.fourier_b.shape == (8, 2)
+    assert m.layers[0].in_features == 2 + 16
+    same = TimeMLP(2, hidden=16, num_levels=3, fourier_features=8, fourier_scale=0.5,
+                   fourier_seed=3)  # fmt: skip
+    torch.testing.assert_close(m.fourier_b, same.fourier_b)
+    # the features are sin/cos of 2 pi B x
+    x = torch.randn(4, 2)
+    proj = 2 * math.pi * x @ m.fourier_b.T
+    h = torch.cat([x, torch.sin(proj), torch.cos(proj)], -1)
+    t = torch.zeros(4, dtype=torch.long)
+    temb = m.act(m.time_mlp(sinusoidal_embedding(t, m.time_dim)))
+    shift = m.time_shift(temb).chunk(m.num_layers, -1)[0]
+    h1 = m.act(m.layers[0](h) + shift)
+    for layer, sh in zip(m.layers[1:], m.time_shift(temb).chunk(m.num_layers, -1)[1:], strict=True):
+        h1 = m.act(layer(h1) + sh)
+    torch.testing.assert_close(m(x, t), m.out(h1).squeeze(-1))
+    assert "fourier_b" in m.state_dict()
+    # without features the state dict is what it always was (old checkpoints load)
+    plain = TimeMLP(2, hidden=16, num_levels=3)
+    assert "fourier_b" not in plain.state_dict()
+    with pytest.raises(ValueError, match="fourier_scale"):
+        TimeMLP(2, fourier_features=4, fourier_scale=0.0)
+    with pytest.raises(ValueError, match="fourier_features"):
+        TimeMLP(2, fourier_features=-1)
+
+
+def test_level_scaled():
+    from ebmcmc.nn import LevelScaled
+
+    net = TimeMLP(2, hidden=16, num_levels=3)
+    scale = torch.tensor([1e-3, 1e-2, 1e-1])
+    model = LevelScaled(net, scale)
+    x = torch.randn(6, 2)
+    t = torch.tensor([0, 1, 2, 2, 1, 0])
+    torch.testing.assert_close(model(x, t), net(x, t) * scale[t])
+    torch.testing.assert_close(model(x, 2), net(x, 2) * 0.1)
+    torch.testing.assert_close(model(x), net(x) * 1e-3)
+    assert "scale" in model.state_dict()
+    for bad in (torch.tensor([1.0, 0.0]), torch.ones(2, 2), torch.tensor([float("inf")])):
+        with pytest.raises(ValueError, match="scale"):
+            LevelScaled(net, bad)
+    with pytest.raises(ValueError, match="t must lie"):
+        model(x, torch.full((6,), 3))

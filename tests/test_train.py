@@ -85,3 +85,36 @@ def test_trainer_validation():
             torch.tensor([[float("nan"), 0.0]]),
             progress=False,
         )
+
+
+def test_resuming_with_another_model_is_a_clear_error(tmp_path):
+    from ebmcmc.estimators import ContrastiveDivergence
+    from ebmcmc.kernels import Langevin
+    from ebmcmc.nn import TimeMLP
+
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(lr=1e-3, warmup_steps=0, batch_size=16)
+    est = ContrastiveDivergence(Langevin(0.01), 2)
+    tr = Trainer(TimeMLP(2, hidden=8, num_levels=1), est, data, cfg, run_dir=tmp_path,
+                 progress=False)  # fmt: skip
+    tr.fit(2)
+    other = Trainer(TimeMLP(2, hidden=16, num_levels=1), est, data, cfg, run_dir=tmp_path,
+                    progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="different model"):
+        other.resume()
+
+
+def test_learning_rate_decay_follows_the_step():
+    from ebmcmc.estimators import ContrastiveDivergence
+    from ebmcmc.kernels import Langevin
+    from ebmcmc.nn import TimeMLP
+
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(lr=1e-2, warmup_steps=2, batch_size=16, decay_at=4, decay_factor=0.5)
+    tr = Trainer(TimeMLP(2, hidden=8, num_levels=1), ContrastiveDivergence(Langevin(0.01), 1),
+                 data, cfg, progress=False)  # fmt: skip
+    tr.fit(6)
+    assert [round(h["lr"], 6) for h in tr.history] == [0.005, 0.01, 0.01, 0.01, 0.005, 0.005]
+    for bad in ({"decay_at": -1}, {"decay_factor": 0.0}, {"decay_at": 1.5}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)

@@ -14,12 +14,14 @@ Every constant follows ``shared/algorithms.md`` section 1; the defaults are the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ..diffusion import RecoverySchedule, gather
-from ..kernels import Langevin
-from ..kernels.base import State
+from ..kernels import MALA, IndependenceMetropolis, Langevin
+from ..kernels.base import State, where_batch
 from .base import Estimator, LossOutput
 
 __all__ = ["RecoveryEnergy", "DiffusionRecoveryLikelihood"]
@@ -89,6 +91,23 @@ class DiffusionRecoveryLikelihood(Estimator):
         step_size_b2: ``b^2`` of the step sizes ``s_t`` (2e-4 in the paper, for images in
             [-1, 1]; a 2-D toy problem on a wider range may choose a larger one).
         noise_scale: ``lambda`` of the Langevin noise during training (1.0).
+        loss_weight: the per-level weights ``w_t`` of the loss: ``"paper"`` (default,
+            ``sigma_1 / sigma_{t+1}``), ``"likelihood"`` (``s_0^2 / s_t^2``: the gradient of
+            the summed recovery log-likelihoods, whose energy is ``E / s_t^2``, normalised to
+            1 at level 0; pair it with :class:`ebmcmc.nn.LevelScaled`), or a tensor of ``T``
+            positive weights.
+        metropolis: add a Metropolis-Hastings correction to the K steps (MALA instead of
+            unadjusted Langevin, same step ``s_t^2 / 2``; needs ``noise_scale = 1``). Not the
+            paper's sampler: a safeguard for small problems where a transiently steep
+            network would make unadjusted Langevin diverge; rejected steps leave the chain
+            where it was.
+        jump_every: if > 0, after every ``jump_every``-th Langevin step, one
+            :class:`~ebmcmc.kernels.IndependenceMetropolis` step proposing from the tether
+            ``N(x_{t+1}, sigma_{t+1}^2)`` (tethered levels only; its acceptance ratio is
+            ``exp(-(E(y') - E(y)) / s_t^2)``). Not in the paper: Langevin chains of K steps
+            cannot cross the barriers between well-separated modes of the recovery energy,
+            so they cannot tell the modes' relative weights; these exact jumps can. Costs
+            one extra energy+gradient evaluation per jump.
 
     The model is called ``model(y, t)`` with ``t`` an integer tensor ``(batch,)`` and returns
     one energy per example.
@@ -111,6 +130,9 @@ class DiffusionRecoveryLikelihood(Estimator):
         langevin_steps: int = 30,
         step_size_b2: float = 2e-4,
         noise_scale: float = 1.0,
+        loss_weight: str | Tensor = "paper",
+        metropolis: bool = False,
+        jump_every: int = 0,
     ):
         if not isinstance(schedule, RecoverySchedule):
             raise TypeError("schedule must be a RecoverySchedule (e.g. DRLSchedule(6))")
@@ -129,15 +151,182 @@ class DiffusionRecoveryLikelihood(Estimator):
         self.b2 = float(step_size_b2)
         self.noise_scale = float(noise_scale)
         self.step_sizes = schedule.step_size(self.b2)
+        self.loss_weight = self._weights(loss_weight)
+        self.metropolis = bool(metropolis)
+        if isinstance(jump_every, bool) or not isinstance(jump_every, int) or jump_every < 0:
+            raise ValueError(f"jump_every must be an int >= 0, got {jump_every!r}")
+        self.jump_every = jump_every
+        if self.metropolis and self.noise_scale != 1.0:
+            raise ValueError("metropolis=True needs noise_scale=1 (MALA has no noise scale)")
+
+    def _weights(self, loss_weight) -> Tensor:
+        T = self.schedule.num_levels
+        if isinstance(loss_weight, str):
+            if loss_weight == "paper":
+                return self.schedule.loss_weight
+            if loss_weight == "likelihood":
+                s2 = self.step_sizes**2
+                return s2[0] / s2
+            raise ValueError(
+                f"loss_weight must be 'paper', 'likelihood' or a tensor, got {loss_weight!r}"
+            )
+        w = torch.as_tensor(loss_weight, dtype=torch.float64)
+        if w.shape != (T,) or not bool(torch.isfinite(w).all()) or not bool((w > 0).all()):
+            raise ValueError(f"loss_weight must hold {T} finite positive weights (one per level)")
+        return w
 
     # ------------------------------------------------------------------ sampler
     def recovery_energy(self, model, t: Tensor, x_next: Tensor) -> RecoveryEnergy:
         """The conditional energy at levels ``t`` given ``x_{t+1}`` (a :class:`RecoveryEnergy`)."""
         return RecoveryEnergy(model, self.schedule, t, x_next, self.step_sizes)
 
-    def kernel(self, t: Tensor, like: Tensor, noise_scale: float | None = None) -> Langevin:
-        """The Langevin kernel with per-example step ``eps = s_t^2 / 2``."""
+    def marginal_energy(self, model, level: int = 0):
+        """The model's energy of ``x_t`` alone at one level: ``E(a'_{t+1} x, t) / s_t^2``.
+
+        The recovery energy without its tether: ``p(x_t) ∝ exp(-E(a'_{t+1} x_t, t) / s_t^2)``
+        is the marginal density the model learns at level ``t`` (for ``t = 0``, the data with
+        ``sigma_bar_0`` of noise). Use it to normalise on a grid, run AIS, or sample the level
+        directly.
+
+        Args:
+            model: the EBM ``model(y, t)``.
+            level: ``t`` in ``[0, T-1]``.
+
+        Returns:
+            A callable ``x (batch, *event) -> (batch,)``.
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.diffusion import DRLSchedule
+            >>> est = DiffusionRecoveryLikelihood(DRLSchedule(6))
+            >>> f = est.marginal_energy(lambda y, t: 0.5 * (y**2).sum(-1), level=0)
+            >>> f(torch.zeros(3, 2))
+            tensor([0., 0., 0.])
+        """
+        T = self.schedule.num_levels
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < T:
+            raise ValueError(f"level must be an int in [0, {T - 1}], got {level!r}")
+        a = float(self.schedule.signal_prime[level + 1])
+        s2 = float(self.step_sizes[level]) ** 2
+
+        def energy(x: Tensor) -> Tensor:
+            t = torch.full(x.shape[:1], level, dtype=torch.long, device=x.device)
+            return model(a * x, t) / s2
+
+        return energy
+
+    @torch.no_grad()
+    def log_prob_on_grid(
+        self,
+        model,
+        lim: float,
+        resolution: int = 200,
+        num_ancestors: int = 4000,
+        upper_resolution: int = 128,
+        generator=None,
+        chunk_size: int = 128,
+    ):
+        """The density of ``x_0`` under DRL's hierarchical model, exactly on a grid (2-D only).
+
+        DRL's model of the data is the chain of conditionals
+        ``p(x_0) = ∫ p(x_0 | x_1) p(x_1 | x_2) ... p(x_{T-1}) dx_{1:T-1}``, with
+        ``p(x_t | x_{t+1}) ∝ exp(-E(a'_{t+1} x_t, t) / s_t^2 - r_{t+1} |a'_{t+1} x_t -
+        x_{t+1}|^2 / (2 sigma_{t+1}^2))`` and the top level untethered. In 2-D every
+        conditional can be normalised on a grid, so the model is evaluated without MCMC:
+        ``num_ancestors`` ancestral draws of ``x_1`` are taken level by level from the exact
+        (gridded) conditionals, and ``p(x_0)`` is the average of their level-0 conditionals
+        on the output grid. The Monte Carlo error shrinks as ``1 / sqrt(num_ancestors)``.
+
+        This is the density DRL's generator targets; :meth:`marginal_energy` at level 0 is a
+        different object (the level-0 EBM alone, whose relative mode weights the tethered
+        level-0 chains cannot see across barriers).
+
+        Args:
+            model: the EBM ``model(y, t)`` on 2-D points.
+            lim: half-width of the output grid for ``x_0`` (in the model's units); level
+                ``t``'s grid spans ``abar_t * lim + 5 sigma_bar_t``.
+            resolution: cells per axis of the output grid.
+            num_ancestors: ancestral draws of ``x_1``.
+            upper_resolution: cells per axis of the grids of levels ``1..T-1``.
+            generator: ``torch.Generator`` or seed for the ancestral draws.
+            chunk_size: ancestors handled at once (memory ``chunk_size * resolution^2``).
+
+        Returns:
+            A :class:`ebmcmc.metrics.GridLogProb` on ``[-lim, lim]^2``.
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.diffusion import DRLSchedule
+            >>> est = DiffusionRecoveryLikelihood(DRLSchedule(3), step_size_b2=1e-2)
+            >>> s2 = est.step_sizes**2
+            >>> model = lambda y, t: 0.5 * (y**2).sum(-1) * s2[t]  # N(0, I) at every level
+            >>> grid = est.log_prob_on_grid(model, 4.0, 60, num_ancestors=200, generator=0)
+            >>> grid.log_prob.shape
+            torch.Size([60, 60])
+        """
+        from .._random import as_generator
+        from ..metrics import GridLogProb, _grid
+
+        sched, T = self.schedule, self.schedule.num_levels
+        gen = as_generator(generator)
+        try:
+            dev = next(model.parameters()).device
+            dt = next(model.parameters()).dtype
+        except (AttributeError, StopIteration):
+            dev, dt = torch.device("cpu"), torch.float32
+
+        def level_grid(t: int):
+            half = (
+                float(lim)
+                if t == 0
+                else float(sched.signal_bar[t]) * lim + 5 * float(sched.sigma_bar[t])
+            )
+            res = resolution if t == 0 else upper_resolution
+            xs, ys, pts, area = _grid(half, res, torch.float64, dev)
+            u = torch.cat([
+                self.marginal_energy(model, t)(c.to(dt)).double()
+                for c in pts.split(65536)
+            ])  # fmt: skip
+            if not bool(torch.isfinite(u).all()):
+                raise FloatingPointError(f"the energy at level {t} is not finite on the grid")
+            return xs, ys, pts, area, u
+
+        def conditional_logits(u, pts, t, x_next):  # (chunk, cells)
+            a = float(sched.signal_prime[t + 1])
+            coef = float(sched.tether[t + 1]) / (2 * float(sched.sigma[t + 1]) ** 2)
+            if coef == 0.0:
+                return (-u).expand(x_next.shape[0], -1)
+            return -u - coef * torch.cdist(x_next, a * pts).pow(2)
+
+        def draw(logits, pts, xs, ys):
+            idx = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1)
+            hx, hy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+            jitter = torch.rand(idx.shape[0], 2, generator=gen, dtype=torch.float64) - 0.5
+            return pts[idx] + jitter.to(dev) * torch.tensor([hx, hy], dtype=torch.float64,
+                                                            device=dev)  # fmt: skip
+
+        # ancestral draws of x_{T-1}, ..., x_1 from the exact gridded conditionals
+        x = torch.zeros(num_ancestors, 2, dtype=torch.float64, device=dev)
+        for t in range(T - 1, 0, -1):
+            xs, ys, pts, _, u = level_grid(t)
+            x = torch.cat([draw(conditional_logits(u, pts, t, c), pts, xs, ys)
+                           for c in x.split(chunk_size)])  # fmt: skip
+        xs, ys, pts, area, u = level_grid(0)
+        acc = None
+        for c in x.split(chunk_size):
+            lp = torch.log_softmax(conditional_logits(u, pts, 0, c), -1)
+            part = torch.logsumexp(lp, 0)
+            acc = part if acc is None else torch.logaddexp(acc, part)
+        log_prob = acc - math.log(num_ancestors) - math.log(area)
+        r = xs.numel()
+        return GridLogProb(xs.cpu(), ys.cpu(), log_prob.reshape(r, r).cpu(), 0.0, area)
+
+    def kernel(self, t: Tensor, like: Tensor, noise_scale: float | None = None) -> Langevin | MALA:
+        """The Langevin kernel with per-example step ``eps = s_t^2 / 2`` (MALA if
+        ``metropolis``; then ``noise_scale`` is ignored)."""
         s = gather(self.step_sizes, t, like).reshape(t.shape)
+        if self.metropolis:
+            return MALA(step_size=s**2 / 2)
         lam = self.noise_scale if noise_scale is None else noise_scale
         return Langevin(step_size=s**2 / 2, noise_scale=lam)
 
@@ -153,10 +342,30 @@ class DiffusionRecoveryLikelihood(Estimator):
         """K Langevin steps on the recovery energy from ``y = x_{t+1}``; returns ``y``, detached."""
         energy = self.recovery_energy(model, t, x_next)
         kernel = self.kernel(t, x_next, noise_scale)
+        jump = self.jump_kernel(t, x_next)
+        tethered = gather(self.schedule.tether, t + 1, x_next).reshape(t.shape) > 0
         state: State = kernel.init(energy, x_next.detach(), validate=False)
-        for _ in range(self.langevin_steps if num_steps is None else num_steps):
+        for k in range(self.langevin_steps if num_steps is None else num_steps):
             state, _ = kernel.step(energy, state, generator)
+            if jump is not None and (k + 1) % self.jump_every == 0:
+                new, _ = jump.step(energy, state, generator)
+                state = State(  # untethered chains (the top level) keep their position
+                    where_batch(tethered, new.position, state.position),
+                    torch.where(tethered, new.energy, state.energy),
+                    where_batch(tethered, new.grad, state.grad),
+                )
         return state.position.detach()
+
+    def jump_kernel(self, t: Tensor, x_next: Tensor) -> IndependenceMetropolis | None:
+        """The tether-proposal kernel of ``jump_every`` (``None`` when off).
+
+        Its moves are valid only where the tether is on; :meth:`sample_conditional` keeps
+        the top level's chains where they are.
+        """
+        if not self.jump_every:
+            return None
+        sig = gather(self.schedule.sigma, t + 1, x_next).reshape(t.shape)
+        return IndependenceMetropolis(center=x_next.detach(), scale=sig)
 
     # ------------------------------------------------------------------ training
     def loss(self, model, batch: Tensor, generator=None) -> LossOutput:
@@ -171,7 +380,7 @@ class DiffusionRecoveryLikelihood(Estimator):
         y_neg = self.sample_conditional(model, t, x_next, generator)
         e_pos = model(y_pos, t)
         e_neg = model(y_neg, t)
-        w = gather(sched.loss_weight, t, e_pos).reshape(t.shape)
+        w = gather(self.loss_weight, t, e_pos).reshape(t.shape)
         loss = (w * (e_pos - e_neg)).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError("DRL loss is not finite (energies diverged)")
