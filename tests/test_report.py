@@ -144,3 +144,38 @@ def test_nan_draws_report_explains_why_there_is_no_summary(tmp_path):
     report(bad, tmp_path)
     text = _no_traceback(tmp_path)
     assert "no summary" in text and "non-finite draws" in text
+
+
+def test_composed_report_renders_and_links_resolve(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ebmcmc.diagnostics import Finding, Section, write_report
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "curve.png")
+    plt.close(fig)
+    table = pd.DataFrame({"kernel": ["MALA", "HMC"], "r_hat": [1.002, 1.05],
+                          "ess_bulk": [900.0, 120.0]}, index=["a", "b"])  # fmt: skip
+    path = write_report(
+        tmp_path, "Composed", [Finding("ok", "fine"), Finding("warning", "hm")],
+        notes=["a note"],
+        sections=[Section("Table", text="p1\n\np2", table=table),
+                  Section("Curve", figure="curve.png")],
+    )  # fmt: skip
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "**1.05** ⚠" in md and "**120** ⚠" in md and "| a | MALA |" in md
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (tmp_path / link).is_file()
+    page = path.read_text(encoding="utf-8")
+    assert '<table id="summary">' in page and "<p>p2</p>" in page
+    got = _in_chromium(path)
+    assert got["images"] and all(w > 0 for w in got["images"]) and got["rows"] == 2
+    with pytest.raises(ValueError, match="missing.png"):
+        write_report(tmp_path, "x", sections=[Section("gone", figure="missing.png")])
+    with pytest.raises(TypeError, match="Section"):
+        write_report(tmp_path, "x", sections=["not a section"])

@@ -10,7 +10,7 @@ Example:
     ['mean', 'sd', 'mcse_mean', 'ess_bulk', 'ess_tail', 'r_hat']
 """
 
-from .report import check_trace, report
+from .report import Finding, Section, check_trace, report, write_report
 from .stability import StabilityResult, report_stability, stability
 from .summary import nested_rhat, sample_stats_summary, summary
 
@@ -19,6 +19,9 @@ __all__ = [
     "sample_stats_summary",
     "nested_rhat",
     "report",
+    "write_report",
+    "Section",
+    "Finding",
     "check_trace",
     "stability",
     "StabilityResult",

@@ -19,7 +19,17 @@ from .._files import atomic_write
 from ..trace import Trace
 from .summary import summary
 
-__all__ = ["report", "Finding", "check_trace", "RHAT_LIMIT", "ESS_MIN", "BFMI_MIN"]
+__all__ = [
+    "report",
+    "write_report",
+    "markdown_table",
+    "Finding",
+    "Section",
+    "check_trace",
+    "RHAT_LIMIT",
+    "ESS_MIN",
+    "BFMI_MIN",
+]
 
 #: R-hat at or above this is flagged (Vehtari et al. 2021)
 RHAT_LIMIT = 1.01
@@ -43,12 +53,35 @@ class Finding:
 
 
 @dataclass
+class Section:
+    """One headed part of a composed report (see :func:`write_report`).
+
+    Args:
+        heading: the section's title.
+        text: paragraphs (plain text; blank lines separate paragraphs).
+        table: a table; numbers are shown to 4 significant digits, and columns named
+            ``r_hat``, ``ess_bulk`` or ``ess_tail`` are flagged like the summary's.
+        figure: the file name of a PNG inside the report's directory.
+
+    Example:
+        >>> Section("Samples", text="2,000 draws.", figure="samples.png").heading
+        'Samples'
+    """
+
+    heading: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+    figure: str | None = None
+
+
+@dataclass
 class _Content:
     title: str
     findings: list[Finding] = field(default_factory=list)
     table: pd.DataFrame | None = None
     figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name)
     notes: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
 
 
 def _plot_arrays(trace: Trace, max_coords: int) -> dict[str, np.ndarray]:
@@ -186,14 +219,32 @@ def _content_for_trace(trace: Trace, out: Path, title: str, max_coords: int) -> 
     return c
 
 
+def _cell(v) -> str:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
+        return str(v)
+    return "nan" if not math.isfinite(v) else f"{v:.4g}"
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, numbers to 4 significant digits, R-hat/ESS flagged.
+
+    Example:
+        >>> print(markdown_table(pd.DataFrame({"r_hat": [1.02]}, index=["x"])))
+        | | r_hat |
+        |---|---|
+        | x | **1.02** ⚠ |
+    """
+    return _table_md(df)
+
+
 def _table_md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
+    cols = [str(c) for c in df.columns]
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for idx, row in df.iterrows():
         cells = []
-        for col in cols:
+        for col in df.columns:
             v = row[col]
-            cell = "nan" if not math.isfinite(v) else f"{v:.4g}"
+            cell = _cell(v)
             if _flag(col, v):
                 cell = f"**{cell}** ⚠"
             cells.append(cell)
@@ -201,7 +252,9 @@ def _table_md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _flag(col: str, v: float) -> bool:
+def _flag(col: str, v) -> bool:
+    if not isinstance(v, (int, float, np.number)) or isinstance(v, (bool, np.bool_)):
+        return False
     if col == "r_hat":
         return math.isfinite(v) and v >= RHAT_LIMIT
     if col in ("ess_bulk", "ess_tail"):
@@ -209,18 +262,18 @@ def _flag(col: str, v: float) -> bool:
     return False
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+def _table_html(df: pd.DataFrame, table_id: str = "summary") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = []
     for idx, row in df.iterrows():
         cells = []
         for col in df.columns:
             v = row[col]
             cls = ' class="warn"' if _flag(col, v) else ""
-            cells.append(f"<td{cls}>{'nan' if not math.isfinite(v) else f'{v:.4g}'}</td>")
+            cells.append(f"<td{cls}>{html.escape(_cell(v))}</td>")
         rows.append(f"<tr><th>{html.escape(str(idx))}</th>{''.join(cells)}</tr>")
     return (
-        f'<table id="summary"><thead><tr><th></th>{head}</tr></thead>'
+        f'<table id="{table_id}"><thead><tr><th></th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -241,6 +294,11 @@ def _write(c: _Content, out: Path) -> Path:
         md += ["## Summary", "", _table_md(c.table), ""]
     for caption, name in c.figures:
         md += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    for sec in c.sections:
+        md += [f"## {sec.heading}", ""]
+        md += [sec.text, ""] if sec.text else []
+        md += [_table_md(sec.table), ""] if sec.table is not None else []
+        md += [f"![{sec.heading}]({sec.figure})", ""] if sec.figure else []
     body = [f"<h1>{html.escape(c.title)}</h1><ul>"]
     body += [
         f'<li class="{f.level}">{_ICON[f.level]} {html.escape(f.message)}</li>' for f in c.findings
@@ -250,11 +308,15 @@ def _write(c: _Content, out: Path) -> Path:
     if c.table is not None:
         body += ["<h2>Summary</h2>", _table_html(c.table)]
     for caption, name in c.figures:
-        data = base64.b64encode((out / name).read_bytes()).decode()
-        body.append(
-            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
-            f'{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-        )
+        body.append(_figure_html(out / name, caption))
+    for i, sec in enumerate(c.sections):
+        body.append(f"<h2>{html.escape(sec.heading)}</h2>")
+        body += [f"<p>{html.escape(p)}</p>" for p in sec.text.split("\n\n") if p.strip()]
+        if sec.table is not None:
+            table_id = "summary" if c.table is None and i == 0 else f"table-{i}"
+            body.append(_table_html(sec.table, table_id))
+        if sec.figure:
+            body.append(_figure_html(out / sec.figure, sec.heading))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>"
         f"{html.escape(c.title)}</title><style>{_CSS}</style></head><body>"
@@ -263,6 +325,57 @@ def _write(c: _Content, out: Path) -> Path:
     )
     _atomic_text(out / "report.md", "\n".join(md) + "\n")
     return _atomic_text(out / "report.html", page)
+
+
+def _figure_html(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+        f'{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    title: str,
+    findings=(),
+    notes=(),
+    sections=(),
+) -> Path:
+    """Compose a report of several parts: ``report.md`` (PNGs beside it) and ``report.html``.
+
+    The same writer as :func:`report` (self-contained HTML with embedded images, atomic
+    writes), for results that are not one trace: a training run, AIS estimates, a stability
+    study and a summary table side by side (``ebmcmc demo`` uses it).
+
+    Args:
+        out_dir: the directory (created if missing); every ``Section.figure`` names a PNG in it.
+        title: the heading.
+        findings: :class:`Finding` lines for the verdict at the top.
+        notes: paragraphs under the verdict.
+        sections: :class:`Section` parts, in order.
+
+    Returns:
+        The path of ``report.html``.
+
+    Example:
+        >>> import tempfile, pandas as pd
+        >>> df = pd.DataFrame({"r_hat": [1.002], "ess_bulk": [950.0]}, index=["x"])
+        >>> path = write_report(tempfile.mkdtemp(), "Demo", [Finding("ok", "converged")],
+        ...                     sections=[Section("Summary", table=df)])
+        >>> path.name
+        'report.html'
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = list(sections)
+    for sec in sections:
+        if not isinstance(sec, Section):
+            raise TypeError(f"sections must be Section objects, got {type(sec).__name__}")
+        if sec.figure and not (out / sec.figure).is_file():
+            raise ValueError(f"figure {sec.figure!r} of section {sec.heading!r} is not in {out}")
+    c = _Content(title, findings=list(findings), notes=list(notes), sections=sections)
+    return _write(c, out)
 
 
 def _atomic_text(path: Path, text: str) -> Path:

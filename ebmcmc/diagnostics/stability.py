@@ -148,6 +148,7 @@ def stability(
     quality_band: float = 0.05,
     saturation_band: float = 0.05,
     rhat_limit: float = 1.01,
+    agreement: str = "rhat",
     window: int = 1000,
     chunk_size: int = 1000,
     generator: int = 0,
@@ -170,7 +171,10 @@ def stability(
     - **quality**: ``quality_fn`` (lower is better, e.g. :func:`ebmcmc.metrics.mmd` to
       reference data) never exceeds its short-run value by more than ``quality_band``;
     - **agreement**: R-hat over the chains of all starts, on the last ``window`` draws of the
-      energy and of the per-chain mean coordinate, is below ``rhat_limit``;
+      energy and of the per-chain mean coordinate, is below ``rhat_limit``; with
+      ``agreement="nested"``, the nested R-hat with the starts as superchains instead (for a
+      multimodal model whose chains each stay in one mode, ordinary R-hat fails by
+      construction, while nested R-hat asks whether the starts give the same distribution);
     - **saturation** (with ``bounds``): the fraction of coordinates at or beyond the bounds
       never exceeds its short-run value by more than ``saturation_band``;
     - **finiteness**: no position or energy is ever non-finite.
@@ -187,6 +191,8 @@ def stability(
         quality_fn: ``positions (chains, *event) -> float``, lower is better.
         bounds: ``(low, high)`` of the data range (images), for the saturation figure.
         energy_band, quality_band, saturation_band, rhat_limit: the stated bands.
+        agreement: ``"rhat"`` or ``"nested"`` (see above; nested needs two or more starts
+            with equal numbers of chains).
         window: draws per chain at the end of the run used for R-hat.
         chunk_size: the most steps per :func:`ebmcmc.sample` call (bounds memory).
         generator: int seed; start ``i`` (in ``starts``' order) uses seed ``generator + i``.
@@ -225,6 +231,12 @@ def stability(
         steps = sorted({int(s) for s in checkpoints} | {short_run, num_steps})
         if steps[0] < 1 or steps[-1] > num_steps:
             raise ValueError(f"checkpoints must lie in [1, {num_steps}], got {list(checkpoints)}")
+    if agreement not in ("rhat", "nested"):
+        raise ValueError(f"agreement must be 'rhat' or 'nested', got {agreement!r}")
+    if agreement == "nested" and (
+        len(starts) < 2 or len({int(v.shape[0]) for v in starts.values()}) != 1
+    ):
+        raise ValueError("agreement='nested' needs two or more starts with equal chain counts")
     if bounds is not None:
         lo, hi = (float(b) for b in bounds)
         if not lo < hi:
@@ -239,6 +251,7 @@ def stability(
         "quality_band": quality_band,
         "saturation_band": saturation_band,
         "rhat_limit": rhat_limit,
+        "agreement": agreement,
         "window": window,
         "bounds": bounds,
         "seed": generator,
@@ -335,7 +348,8 @@ def stability(
 
     curves = {n: pd.DataFrame(rows[n], columns=CURVE_COLUMNS) for n in names}
     rhat, nrhat = _agreement(names, win_e, win_m)
-    findings = _judge(curves, short_run, rhat, config, quality_fn is not None)
+    judged = nrhat if agreement == "nested" else rhat
+    findings = _judge(curves, short_run, judged, config, quality_fn is not None)
     return StabilityResult(
         curves=curves,
         short_run=short_run,
@@ -443,16 +457,17 @@ def _judge(curves, short_run, rhat, cfg, has_quality) -> list[Finding]:
             else:
                 out.append(Finding("ok", f"{n}: no saturation at the bounds {cfg['bounds']}"))
     vals = list(rhat.values())
+    label = "nested R-hat" if cfg.get("agreement") == "nested" else "R-hat"
     if not all(math.isfinite(v) for v in vals):
         out.append(
-            Finding("error", "R-hat across starts undefined (non-finite draws or one chain)")
+            Finding("error", f"{label} across starts undefined (non-finite draws or one chain)")
         )
     elif max(vals) >= cfg["rhat_limit"]:
         worst = max(rhat, key=rhat.get)
         out.append(
             Finding(
                 "error",
-                f"chains from the starts disagree: R-hat of {worst} {rhat[worst]:.4f} >= "
+                f"chains from the starts disagree: {label} of {worst} {rhat[worst]:.4f} >= "
                 f"{cfg['rhat_limit']} over the last {cfg['window']} draws",
             )
         )
@@ -460,7 +475,7 @@ def _judge(curves, short_run, rhat, cfg, has_quality) -> list[Finding]:
         out.append(
             Finding(
                 "ok",
-                "chains from all starts agree: R-hat "
+                f"chains from all starts agree: {label} "
                 + ", ".join(f"{k} {v:.4f}" for k, v in rhat.items())
                 + f" < {cfg['rhat_limit']}",
             )

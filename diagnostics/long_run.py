@@ -1,0 +1,347 @@
+"""DRL against CD-k, short-run ML and PCD: quality after training and after 10,000-step chains.
+
+For each data set (eight Gaussians and four rings in 2-D; the 8 x 8 digits) and each
+estimator, the same network is trained for the same number of steps (so the same budget of
+gradient evaluations: every estimator spends K = 30 Langevin steps plus two energy passes per
+example), then:
+
+* **after training**: KL(data ‖ model) on a grid where the data density is exact (the 2-D
+  mixtures; DRL's level 0 against the data with its ``sigma_bar_0`` of noise), and the
+  squared MMD of generated samples to held-out data, divided by the MMD between independent
+  data samples (1 = as good as data); for digits the classifier FID of generated samples;
+* **after a long run**: chains of the model's own sampler (unadjusted Langevin at the training
+  step; for DRL, level 0's marginal energy at step ``s_0^2 / 2``) started from held-out data
+  and from generated samples run ``--long-run`` steps (10,000 by default, 333x the training
+  K) through :func:`ebmcmc.diagnostics.stability`, which records energy, quality (MMD, or FID
+  for digits) and saturation at log-spaced steps and judges them against
+  ``shared/algorithms.md`` section 5 (energy and quality within their bands of the short-run
+  values, starts agreeing by nested R-hat, nothing non-finite or saturated).
+
+One table (``long_run.md``, rows also in ``long_run.json``) and one stability report per run
+(``long_run/<dataset>-<estimator>/report.html``). Runs are resumable: trained models and
+finished rows are kept in ``--out``; rerunning skips what is done.
+
+Usage::
+
+    .venv/bin/python diagnostics/long_run.py                       # everything (~40 min, 1 core)
+    .venv/bin/python diagnostics/long_run.py --datasets eight_gaussians --estimators drl cd
+    .venv/bin/python diagnostics/long_run.py --smoke --out /tmp/lr  # CI: tiny, < 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)  # small networks: more threads cost more than they save
+
+from ebmcmc import data as D  # noqa: E402
+from ebmcmc._files import atomic_write  # noqa: E402
+from ebmcmc.diagnostics import report_stability, stability  # noqa: E402
+from ebmcmc.metrics import (  # noqa: E402
+    ClassifierFID,  # noqa: E402
+    kl_on_grid,
+    mmd,
+)
+from ebmcmc.toy import ESTIMATORS, digits_setup, toy_setup  # noqa: E402
+from ebmcmc.train import Trainer  # noqa: E402
+
+#: data set -> (toy_setup options, KL grid half-width, KL grid resolution)
+SETS = {
+    "eight_gaussians": ({"scale": 2.0}, 3.0, 300),
+    # rings of sd 0.01 at radii 1..4: scaled by 4 they are 0.0025 wide, so the steps shrink
+    "rings": ({"scale": 4.0, "b2": 4e-4, "step_size": 1e-4}, 5.0, 1000),
+    "digits": ({}, None, None),
+}
+#: the baselines' K: DRL spends K = 30 Langevin steps plus 30 tether jumps (one energy and
+#: gradient each) per example, so the baselines get 60 Langevin steps for the same budget
+BASELINE_K = 60
+
+
+def mmd_ratio(x, ref, floor) -> float:
+    """Squared MMD of ``x`` to ``ref`` over the data-vs-data floor."""
+    return float(mmd(ref, x)) / floor
+
+
+def run_toy(name: str, estimator: str, args, out: Path) -> dict:
+    """Train, score, long-run and report one (2-D data set, estimator)."""
+    opts, lim, res = SETS[name]
+    k = 30 if estimator == "drl" else BASELINE_K
+    setup = toy_setup(estimator, seed=args.seed, K=k, decay_at=int(0.6 * args.steps), **opts)
+    if args.smoke:
+        setup = toy_setup(estimator, seed=args.seed, hidden=32, K=5, **opts)
+    train = D.toy_dataset(name, 50000, args.seed) / setup.scale
+    run_dir = out / "runs" / f"{name}-{estimator}"
+    trainer = Trainer(
+        setup.model,
+        setup.estimator,
+        train,
+        setup.config,
+        run_dir=run_dir,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    trainer.resume()
+    t0 = time.perf_counter()
+    trainer.fit(args.steps)
+    train_s = time.perf_counter() - t0
+    model = trainer.ema_model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    n = args.n_eval
+
+    def noisy(k, seed):
+        x = D.toy_dataset(name, k, seed)
+        return x + setup.noise_std * torch.randn(x.shape, generator=g)
+
+    ref = noisy(n, args.seed + 1000)
+    floor = sum(float(mmd(ref, noisy(n, args.seed + 1001 + i))) for i in range(4)) / 4
+    row = {
+        "dataset": name,
+        "estimator": estimator,
+        "steps": trainer.step,
+        "train_seconds": round(train_s, 1),
+    }
+    target = {"eight_gaussians": D.eight_gaussians_target, "rings": D.rings_target}[name]
+    row["kl"] = kl_on_grid(
+        target(setup.noise_std).log_prob,
+        lambda x: setup.energy(x, model),
+        lim,
+        150 if args.smoke else res,
+        dtype=torch.float32,
+    )
+    gen = setup.generate(n, g, model)
+    row["metric"] = "MMD ratio"
+    row["quality"] = mmd_ratio(gen, ref, floor)
+    ref_s = ref / setup.scale
+    floor_s = floor  # the MMD default kernel scales with the reference, so units cancel
+
+    def quality(x):
+        return mmd_ratio(x, ref_s, floor_s)
+
+    chains = min(args.chains, n)
+    starts = {
+        "data": noisy(chains, args.seed + 3000) / setup.scale,
+        "generated": gen[:chains] / setup.scale,
+    }
+    study = stability(
+        setup.chain_energy(model),
+        setup.chain_kernel(),
+        starts,
+        args.long_run,
+        short_run=30,
+        checkpoints=10,
+        quality_fn=quality,
+        quality_band=args.quality_band,
+        agreement="nested",
+        window=min(1000, args.long_run // 2),
+        generator=args.seed,
+        state_path=out / "runs" / f"{name}-{estimator}-stability.pt",
+    )
+    report_stability(
+        study, out / "long_run" / f"{name}-{estimator}", title=f"Long run: {estimator} on {name}"
+    )
+    last = {k: df.iloc[-1] for k, df in study.curves.items()}
+    row["quality_long_run"] = float(last["data"]["quality"])
+    row["quality_long_run_generated"] = float(last["generated"]["quality"])
+    row["long/short"] = row["quality_long_run"] / row["quality"]
+    row["energy_short"] = float(study.curves["data"].set_index("step").loc[30, "energy_mean"])
+    row["energy_long"] = float(last["data"]["energy_mean"])
+    row["stable"] = bool(study.passed)
+    row["why"] = "; ".join(study.reasons)
+    return row
+
+
+def run_digits(estimator: str, args, out: Path) -> dict:
+    """Train, score (classifier FID), long-run and report one estimator on the digits."""
+    train_x, test_x = D.load_digits("train")[0], D.load_digits("test")[0]
+    k = 30 if estimator == "drl" else BASELINE_K
+    setup = digits_setup(estimator, seed=args.seed, K=k, decay_at=int(0.6 * args.steps))
+    if args.smoke:
+        setup = digits_setup(estimator, seed=args.seed, hidden=32, K=3)
+    run_dir = out / "runs" / f"digits-{estimator}"
+    trainer = Trainer(
+        setup.model,
+        setup.estimator,
+        train_x.flatten(1),
+        setup.config,
+        run_dir=run_dir,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    trainer.resume()
+    t0 = time.perf_counter()
+    trainer.fit(args.steps)
+    train_s = time.perf_counter() - t0
+    model = trainer.ema_model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fid = ClassifierFID("digits")
+    ref = fid.statistics(test_x)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    n = min(args.n_eval, 1000)
+    gen = setup.generate(n, g, model).clamp(-1, 1)
+    row = {
+        "dataset": "digits",
+        "estimator": estimator,
+        "steps": trainer.step,
+        "train_seconds": round(train_s, 1),
+        "kl": math.nan,
+        "metric": "classifier FID",
+        "quality": fid.fid(ref, gen.reshape(-1, 1, 8, 8)),
+    }
+
+    def quality(x):
+        return fid.fid(ref, x.clamp(-1, 1).reshape(-1, 1, 8, 8))
+
+    chains = min(args.chains, n, len(test_x))
+    starts = {"data": test_x[:chains].flatten(1), "generated": gen[:chains]}
+    study = stability(
+        setup.chain_energy(model),
+        setup.chain_kernel(),
+        starts,
+        args.long_run,
+        short_run=30,
+        checkpoints=10,
+        quality_fn=quality,
+        quality_band=args.fid_band,
+        bounds=(-1.0, 1.0),
+        agreement="nested",
+        window=min(1000, args.long_run // 2),
+        generator=args.seed,
+        state_path=out / "runs" / f"digits-{estimator}-stability.pt",
+    )
+    report_stability(
+        study, out / "long_run" / f"digits-{estimator}", title=f"Long run: {estimator} on digits"
+    )
+    last = {k: df.iloc[-1] for k, df in study.curves.items()}
+    row["quality_long_run"] = float(last["data"]["quality"])
+    row["quality_long_run_generated"] = float(last["generated"]["quality"])
+    row["long/short"] = row["quality_long_run"] / row["quality"]
+    row["energy_short"] = float(study.curves["data"].set_index("step").loc[30, "energy_mean"])
+    row["energy_long"] = float(last["data"]["energy_mean"])
+    row["stable"] = bool(study.passed)
+    row["why"] = "; ".join(study.reasons)
+    return row
+
+
+def fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return "nan" if not math.isfinite(v) else f"{v:.3g}"
+    return str(v)
+
+
+COLUMNS = [
+    "dataset",
+    "estimator",
+    "steps",
+    "train_seconds",
+    "kl",
+    "metric",
+    "quality",
+    "quality_long_run",
+    "quality_long_run_generated",
+    "long/short",
+    "energy_short",
+    "energy_long",
+    "stable",
+    "why",
+]
+
+
+def write_table(out: Path, rows: list[dict], args) -> Path:
+    lines = [
+        "# Long-run stability: DRL against CD-k, short-run ML and PCD",
+        "",
+        f"Regenerate: `.venv/bin/python diagnostics/long_run.py` ({datetime.date.today()}, "
+        f"one CPU thread; {args.steps} training steps per run, long runs of {args.long_run} "
+        "steps). Configuration: `ebmcmc.toy.toy_setup` (its docstring lists every constant).",
+        "",
+        "`kl`: KL(data ‖ model) in nats on a grid (DRL: the level-0 EBM, against the data "
+        "with its sigma_bar_0 noise). `quality` of generated samples: for 2-D sets the "
+        "squared MMD to held-out data over the MMD between independent data samples (1 = "
+        "indistinguishable from data), for digits the classifier FID against the test "
+        "images (held-out vs training images score about 10). `quality_long_run`: the same "
+        "for the chains after the long run, started from held-out data (and from the "
+        "generated samples). `energy_short` / `energy_long`: mean energy of the chains from "
+        "data at step 30 and at the end. `long/short`: quality after the long run from data "
+        "over the generated samples' quality (the issue asks DRL to stay within 1.5). "
+        "Budget: every estimator trains the same number of steps with 60 energy-gradient "
+        "evaluations per example (DRL: 30 Langevin steps + 30 tether jumps; the baselines: "
+        "60 Langevin steps). `stable`: the verdict of "
+        "`ebmcmc.diagnostics.stability` (reports in `long_run/`), with its reasons.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / "long_run.md", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(
+        out / "long_run.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n")
+    )
+    return out / "long_run.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("diagnostics/results"))
+    p.add_argument(
+        "--datasets", nargs="+", default=["eight_gaussians", "rings", "digits"], choices=list(SETS)
+    )
+    p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
+    p.add_argument("--steps", type=int, default=1200, help="training steps per run")
+    p.add_argument("--long-run", type=int, default=10000, help="steps of the long-run chains")
+    p.add_argument("--chains", type=int, default=256, help="chains per start")
+    p.add_argument("--n-eval", type=int, default=2000, help="samples for the MMD")
+    p.add_argument(
+        "--quality-band",
+        type=float,
+        default=1.0,
+        help="allowed rise of the MMD ratio over its short-run value",
+    )
+    p.add_argument(
+        "--fid-band",
+        type=float,
+        default=10.0,
+        help="digits: allowed rise of the FID over its short-run value",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="tiny runs for CI")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.steps, args.long_run, args.chains, args.n_eval = 10, 100, 32, 200
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    done_path = out / "long_run.json"
+    rows = json.loads(done_path.read_text()) if done_path.is_file() and not args.smoke else []
+    for name in args.datasets:
+        for est in args.estimators:
+            key = (name, est, args.steps, args.long_run)
+            if any(
+                (r["dataset"], r["estimator"], r["steps"], r.get("long_run")) == key for r in rows
+            ):
+                continue
+            print(f"== {name} / {est}", flush=True)
+            row = run_digits(est, args, out) if name == "digits" else run_toy(name, est, args, out)
+            row["long_run"] = args.long_run
+            rows = [r for r in rows if (r["dataset"], r["estimator"]) != (name, est)] + [row]
+            write_table(out, rows, args)
+            print(json.dumps(row), flush=True)
+    print(f"table written to {out / 'long_run.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
