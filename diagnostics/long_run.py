@@ -46,9 +46,10 @@ from ebmcmc import data as D  # noqa: E402
 from ebmcmc._files import atomic_write  # noqa: E402
 from ebmcmc.diagnostics import report_stability, stability  # noqa: E402
 from ebmcmc.metrics import (  # noqa: E402
-    ClassifierFID,  # noqa: E402
+    DEFAULT_MMD_SCALES,
+    ClassifierFID,
     kl_on_grid,
-    mmd,
+    median_bandwidth,
 )
 from ebmcmc.toy import ESTIMATORS, digits_setup, toy_setup  # noqa: E402
 from ebmcmc.train import Trainer  # noqa: E402
@@ -65,12 +66,51 @@ SETS = {
 BASELINE_K = 60
 
 
-def mmd_ratio(x, ref, floor) -> float:
-    """Squared MMD of ``x`` to ``ref`` over the data-vs-data floor."""
-    return float(mmd(ref, x)) / floor
+def mmd_v(x, y) -> float:
+    """Biased (V-statistic) squared MMD, RBF bandwidths ``h (1/8 .. 2)`` with ``h`` the
+    median distance of ``y`` (the reference): always > 0, so ratios to a floor are stable."""
+    x, y = x.double().flatten(1), y.double().flatten(1)
+    bw = median_bandwidth(y) * torch.tensor(DEFAULT_MMD_SCALES, dtype=torch.float64)
+
+    def k(a, b):
+        d2 = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-d2 / (2 * h**2)) for h in bw.tolist()).mean()
+
+    return float(k(x, x) + k(y, y) - 2 * k(x, y))
 
 
-def run_toy(name: str, estimator: str, args, out: Path) -> dict:
+class MMDRatio:
+    """``x -> MMD_v(x, ref) / floor(len(x))``: the floor is the mean MMD of independent data
+    samples of the same size as ``x`` (the V-statistic's bias depends on the sample size), so
+    1 means "as close to the reference as data are"."""
+
+    def __init__(self, ref, draw_data, repeats: int = 4):
+        self.ref, self.draw, self.repeats, self.floors = ref, draw_data, repeats, {}
+
+    def floor(self, m: int) -> float:
+        if m not in self.floors:
+            vals = [mmd_v(self.draw(m, i), self.ref) for i in range(self.repeats)]
+            self.floors[m] = sum(vals) / len(vals)
+        return self.floors[m]
+
+    def __call__(self, x) -> float:
+        return mmd_v(x, self.ref) / self.floor(x.shape[0])
+
+
+def fit_timed(trainer, steps: int, run_dir: Path) -> float:
+    """Train (resuming) to ``steps``; the training seconds over all invocations (kept in
+    ``run_dir/train_seconds.txt``, so a resumed run reports its whole training time)."""
+    trainer.resume()
+    path = run_dir / "train_seconds.txt"
+    before = float(path.read_text()) if path.is_file() else 0.0
+    t0 = time.perf_counter()
+    trainer.fit(steps)
+    total = before + time.perf_counter() - t0
+    atomic_write(path, lambda tmp: Path(tmp).write_text(f"{total:.1f}\n"))
+    return total
+
+
+def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
     """Train, score, long-run and report one (2-D data set, estimator)."""
     opts, lim, res = SETS[name]
     k = 30 if estimator == "drl" else BASELINE_K
@@ -88,10 +128,7 @@ def run_toy(name: str, estimator: str, args, out: Path) -> dict:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    trainer.resume()
-    t0 = time.perf_counter()
-    trainer.fit(args.steps)
-    train_s = time.perf_counter() - t0
+    train_s = fit_timed(trainer, args.steps, run_dir)
     model = trainer.ema_model
     for p in model.parameters():
         p.requires_grad_(False)
@@ -103,7 +140,7 @@ def run_toy(name: str, estimator: str, args, out: Path) -> dict:
         return x + setup.noise_std * torch.randn(x.shape, generator=g)
 
     ref = noisy(n, args.seed + 1000)
-    floor = sum(float(mmd(ref, noisy(n, args.seed + 1001 + i))) for i in range(4)) / 4
+    ratio = MMDRatio(ref, lambda m, i: noisy(m, args.seed + 1001 + i))
     row = {
         "dataset": name,
         "estimator": estimator,
@@ -120,47 +157,18 @@ def run_toy(name: str, estimator: str, args, out: Path) -> dict:
     )
     gen = setup.generate(n, g, model)
     row["metric"] = "MMD ratio"
-    row["quality"] = mmd_ratio(gen, ref, floor)
-    ref_s = ref / setup.scale
-    floor_s = floor  # the MMD default kernel scales with the reference, so units cancel
+    row["quality"] = ratio(gen)
 
-    def quality(x):
-        return mmd_ratio(x, ref_s, floor_s)
+    def quality(x):  # in data units
+        return ratio(x)
 
     chains = min(args.chains, n)
-    starts = {
-        "data": noisy(chains, args.seed + 3000) / setup.scale,
-        "generated": gen[:chains] / setup.scale,
-    }
-    study = stability(
-        setup.chain_energy(model),
-        setup.chain_kernel(),
-        starts,
-        args.long_run,
-        short_run=30,
-        checkpoints=10,
-        quality_fn=quality,
-        quality_band=args.quality_band,
-        agreement="nested",
-        window=min(1000, args.long_run // 2),
-        generator=args.seed,
-        state_path=out / "runs" / f"{name}-{estimator}-stability.pt",
-    )
-    report_stability(
-        study, out / "long_run" / f"{name}-{estimator}", title=f"Long run: {estimator} on {name}"
-    )
-    last = {k: df.iloc[-1] for k, df in study.curves.items()}
-    row["quality_long_run"] = float(last["data"]["quality"])
-    row["quality_long_run_generated"] = float(last["generated"]["quality"])
-    row["long/short"] = row["quality_long_run"] / row["quality"]
-    row["energy_short"] = float(study.curves["data"].set_index("step").loc[30, "energy_mean"])
-    row["energy_long"] = float(last["data"]["energy_mean"])
-    row["stable"] = bool(study.passed)
-    row["why"] = "; ".join(study.reasons)
-    return row
+    x0 = D.toy_dataset(name, chains, args.seed + 3000)
+    return long_runs(setup, model, f"{name}-{estimator}", x0, gen[:chains], quality,
+                     args.quality_band, None, row, args, out)  # fmt: skip
 
 
-def run_digits(estimator: str, args, out: Path) -> dict:
+def run_digits(estimator: str, args, out: Path) -> list[dict]:
     """Train, score (classifier FID), long-run and report one estimator on the digits."""
     train_x, test_x = D.load_digits("train")[0], D.load_digits("test")[0]
     k = 30 if estimator == "drl" else BASELINE_K
@@ -177,10 +185,7 @@ def run_digits(estimator: str, args, out: Path) -> dict:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    trainer.resume()
-    t0 = time.perf_counter()
-    trainer.fit(args.steps)
-    train_s = time.perf_counter() - t0
+    train_s = fit_timed(trainer, args.steps, run_dir)
     model = trainer.ema_model
     for p in model.parameters():
         p.requires_grad_(False)
@@ -203,34 +208,77 @@ def run_digits(estimator: str, args, out: Path) -> dict:
         return fid.fid(ref, x.clamp(-1, 1).reshape(-1, 1, 8, 8))
 
     chains = min(args.chains, n, len(test_x))
-    starts = {"data": test_x[:chains].flatten(1), "generated": gen[:chains]}
-    study = stability(
-        setup.chain_energy(model),
-        setup.chain_kernel(),
-        starts,
-        args.long_run,
-        short_run=30,
-        checkpoints=10,
-        quality_fn=quality,
-        quality_band=args.fid_band,
-        bounds=(-1.0, 1.0),
-        agreement="nested",
-        window=min(1000, args.long_run // 2),
-        generator=args.seed,
-        state_path=out / "runs" / f"digits-{estimator}-stability.pt",
-    )
-    report_stability(
-        study, out / "long_run" / f"digits-{estimator}", title=f"Long run: {estimator} on digits"
-    )
-    last = {k: df.iloc[-1] for k, df in study.curves.items()}
-    row["quality_long_run"] = float(last["data"]["quality"])
-    row["quality_long_run_generated"] = float(last["generated"]["quality"])
-    row["long/short"] = row["quality_long_run"] / row["quality"]
-    row["energy_short"] = float(study.curves["data"].set_index("step").loc[30, "energy_mean"])
-    row["energy_long"] = float(last["data"]["energy_mean"])
-    row["stable"] = bool(study.passed)
-    row["why"] = "; ".join(study.reasons)
-    return row
+    return long_runs(setup, model, f"digits-{estimator}", test_x[:chains].flatten(1),
+                     gen[:chains], quality, args.fid_band, (-1.0, 1.0), row, args, out)  # fmt: skip
+
+
+def long_runs(setup, model, tag, x0, gen, quality, band, bounds, row, args, out) -> list[dict]:
+    """The long-run studies of one trained model; one table row each.
+
+    Every model: its own sampler on its density (for DRL, the level-0 EBM with unadjusted
+    Langevin at ``s_0^2 / 2``), from held-out data (with DRL's level-0 noise) and from its
+    generated samples. DRL also: its conditional chain ``p(x_0 | x_1)`` (the paper's
+    sampler, without jumps) with ``x_1`` made from held-out data, from the data and from
+    ``x_1`` -- the chain the paper says does not diverge.
+    """
+    g = torch.Generator().manual_seed(args.seed + 5)
+    sc = setup.scale
+    noisy0 = x0 + setup.noise_std * torch.randn(x0.shape, generator=g)
+    runs = [
+        (
+            "model density",
+            setup.chain_energy(model),
+            setup.chain_kernel(),
+            {"data": noisy0 / sc, "generated": gen / sc},
+            lambda y: quality(y * sc),
+        )
+    ]
+    if setup.is_drl:
+        est, sched = setup.estimator, setup.estimator.schedule
+        t = torch.zeros(x0.shape[0], dtype=torch.long)
+        x_t, x_next = sched.training_pair(x0 / sc, t, generator=g)
+        a1 = float(sched.signal_prime[1])
+        runs.insert(
+            0,
+            (
+                "conditional p(x0|x1)",
+                est.recovery_energy(model, t, x_next),
+                est.kernel(t, x_next),
+                {"data": a1 * x_t, "x1": x_next.clone()},
+                lambda y: quality(y / a1 * sc),
+            ),
+        )
+    rows = []
+    for chain, energy, kernel, starts, qfn in runs:
+        name = tag if chain == "model density" else f"{tag}-conditional"
+        study = stability(
+            energy,
+            kernel,
+            starts,
+            args.long_run,
+            short_run=30,
+            checkpoints=10,
+            quality_fn=qfn,
+            quality_band=band,
+            bounds=bounds,
+            agreement="nested",
+            window=min(1000, args.long_run // 2),
+            generator=args.seed,
+            state_path=out / "runs" / f"{name}-stability.pt",
+        )
+        report_stability(study, out / "long_run" / name, title=f"Long run: {name} ({chain})")
+        first, second = list(starts)
+        last = {k: df.iloc[-1] for k, df in study.curves.items()}
+        r = dict(row, chain=chain)
+        r["quality_long_run"] = float(last[first]["quality"])
+        r["quality_long_run_generated"] = float(last[second]["quality"])
+        r["long/short"] = r["quality_long_run"] / r["quality"]
+        r["energy_short"] = float(study.curves[first].set_index("step").loc[30, "energy_mean"])
+        r["energy_long"] = float(last[first]["energy_mean"])
+        r["stable"] = bool(study.passed)
+        r["why"] = "; ".join(study.reasons)
+        rows.append(r)
+    return rows
 
 
 def fmt(v) -> str:
@@ -244,6 +292,7 @@ def fmt(v) -> str:
 COLUMNS = [
     "dataset",
     "estimator",
+    "chain",
     "steps",
     "train_seconds",
     "kl",
@@ -267,6 +316,9 @@ def write_table(out: Path, rows: list[dict], args) -> Path:
         f"one CPU thread; {args.steps} training steps per run, long runs of {args.long_run} "
         "steps). Configuration: `ebmcmc.toy.toy_setup` (its docstring lists every constant).",
         "",
+        "`chain`: what the long run samples -- the model's density with its training sampler "
+        "(for DRL the level-0 EBM), or DRL's conditional p(x0|x1) with the paper's Langevin "
+        "(x1 made from held-out data; the second start is then x1 itself). "
         "`kl`: KL(data ‖ model) in nats on a grid (DRL: the level-0 EBM, against the data "
         "with its sigma_bar_0 noise). `quality` of generated samples: for 2-D sets the "
         "squared MMD to held-out data over the MMD between independent data samples (1 = "
@@ -334,11 +386,17 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 continue
             print(f"== {name} / {est}", flush=True)
-            row = run_digits(est, args, out) if name == "digits" else run_toy(name, est, args, out)
-            row["long_run"] = args.long_run
-            rows = [r for r in rows if (r["dataset"], r["estimator"]) != (name, est)] + [row]
+            new = run_digits(est, args, out) if name == "digits" else run_toy(name, est, args, out)
+            if done_path.is_file() and not args.smoke:  # another process may have added rows
+                rows = json.loads(done_path.read_text())
+            rows = [r for r in rows if (r["dataset"], r["estimator"]) != (name, est)]
+            for r in new:
+                r["long_run"] = args.long_run
+                print(json.dumps(r), flush=True)
+            rows += new
+            order = {k: i for i, k in enumerate(SETS)}
+            rows.sort(key=lambda r: (order.get(r["dataset"], 99), ESTIMATORS.index(r["estimator"])))
             write_table(out, rows, args)
-            print(json.dumps(row), flush=True)
     print(f"table written to {out / 'long_run.md'}")
     return 0
 

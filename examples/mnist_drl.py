@@ -44,6 +44,8 @@ def parse(argv=None):
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     p.add_argument("--steps", type=int, default=3000, help="maximum training steps")
     p.add_argument("--b2", type=float, default=2e-4, help="DRL: b^2")
+    p.add_argument("--loss-weight", choices=("paper", "likelihood"), default="paper",
+                   help="DRL: loss weights")  # fmt: skip
     p.add_argument("--K", type=int, default=30, help="Langevin steps per loss")
     p.add_argument("--step-size", type=float, default=1e-3, help="baselines: Langevin eps")
     p.add_argument("--hidden", type=int, default=None, help="default 256 (digits), 512 (MNIST)")
@@ -92,8 +94,9 @@ def main(argv=None) -> dict:
     train, test = load(args)
     side = train.shape[-1]
     hidden = args.hidden or (256 if args.dataset == "digits" else 512)
-    setup = digits_setup(args.estimator, K=args.K, b2=args.b2, step_size=args.step_size,
-                         hidden=hidden, decay_at=int(0.6 * args.steps), seed=args.seed)  # fmt: skip
+    setup = digits_setup(args.estimator, K=args.K, b2=args.b2, loss_weight=args.loss_weight,
+                         step_size=args.step_size, hidden=hidden,
+                         decay_at=int(0.6 * args.steps), seed=args.seed)  # fmt: skip
     if side != 8:  # MNIST: the same set-up on 784 pixels
         from ebmcmc.nn import TimeMLP
 
