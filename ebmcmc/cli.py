@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     d.add_argument("--chains", type=int, default=128, help="chains per run (default: %(default)s)")
-    d.add_argument("--draws", type=int, default=500, help="draws per chain (default: %(default)s)")
+    d.add_argument("--draws", type=int, default=1000, help="draws per chain (default: %(default)s)")
     d.add_argument(
         "--train-steps", type=int, default=600, help="DRL training steps (default: %(default)s)"
     )

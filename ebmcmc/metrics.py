@@ -130,6 +130,7 @@ def mmd(
     bandwidths: Sequence[float] | Tensor | None = None,
     *,
     block_size: int = 1024,
+    unbiased: bool = True,
 ) -> Tensor:
     """Unbiased estimate of the squared MMD between the samples ``x`` and ``y``.
 
@@ -148,6 +149,10 @@ def mmd(
         y: samples ``(m, d)`` or ``(m, *event)`` with the same number of features.
         bandwidths: positive kernel bandwidths, or ``None`` for the default.
         block_size: rows per block.
+        unbiased: ``False`` gives the V-statistic instead (means over all pairs, ``i == j``
+            included): biased upwards by about ``(1/n + 1/m)`` times the kernel's
+            variance, but always >= 0, so ratios to a data-vs-data floor of the same sample
+            sizes are stable.
 
     Returns:
         a scalar tensor (dtype of ``x``, device of ``x``).
@@ -184,8 +189,12 @@ def mmd(
     wd = _work_dtype(xf)
     a, b = xf.to(wd), yf.to(device=xf.device, dtype=wd)
     inv2h2 = (0.5 / bw**2).to(device=a.device, dtype=wd)
-    kxx = _kernel_sum(a, a, inv2h2, True, block_size) / (n * (n - 1))
-    kyy = _kernel_sum(b, b, inv2h2, True, block_size) / (m * (m - 1))
+    if unbiased:
+        kxx = _kernel_sum(a, a, inv2h2, True, block_size) / (n * (n - 1))
+        kyy = _kernel_sum(b, b, inv2h2, True, block_size) / (m * (m - 1))
+    else:  # the diagonal terms are exp(0) = 1 per bandwidth
+        kxx = (_kernel_sum(a, a, inv2h2, True, block_size) + n * bw.numel()) / n**2
+        kyy = (_kernel_sum(b, b, inv2h2, True, block_size) + m * bw.numel()) / m**2
     kxy = _kernel_sum(a, b, inv2h2, False, block_size) / (n * m)
     return (kxx + kyy - 2.0 * kxy).to(_out_dtype(x))
 

@@ -396,3 +396,23 @@ def test_mnist_classifier_fid(tmp_path):
     assert real < bad / 10, (real, bad)
     # once cached, no data path is needed
     assert ClassifierFID("mnist", cache_dir=tmp_path).loaded_from_cache
+
+
+def test_mmd_v_statistic_matches_direct_formula_and_is_positive():
+    from ebmcmc.metrics import mmd
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 2, generator=g), torch.randn(30, 2, generator=g)
+    bw = [0.5, 1.0]
+
+    def k(a, b):
+        d2 = torch.cdist(a.double(), b.double()).pow(2)
+        return sum(torch.exp(-d2 / (2 * h**2)) for h in bw)
+
+    want = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    got = mmd(x, y, bandwidths=bw, unbiased=False)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-9)
+    same = torch.randn(200, 2, generator=g)
+    assert float(mmd(same, same[torch.randperm(200, generator=g)], bandwidths=bw,
+                     unbiased=False)) >= 0  # fmt: skip
+    assert float(mmd(x, torch.randn(40, 2, generator=g), bandwidths=bw, unbiased=False)) > 0
