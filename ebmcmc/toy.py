@@ -145,6 +145,29 @@ class ToySetup:
         return state.position.detach() * self.scale
 
 
+def _train_config(lr: float, batch_size: int, decay_at: int | None) -> TrainConfig:
+    """Adam (betas 0.5, 0.999), 100 warm-up steps, clipping at 1, EMA 0.99, lr x 0.2 at
+    ``decay_at``; checkpoints every 200 steps."""
+    return TrainConfig(
+        lr=lr, betas=(0.5, 0.999), warmup_steps=100, grad_clip=1.0, ema_decay=0.99,
+        batch_size=batch_size, checkpoint_every=200, decay_at=decay_at, decay_factor=0.2,
+    )  # fmt: skip
+
+
+def _baseline(name: str, step_size: float, K: int, energy_reg: float, buffer_size: int,
+              noise_range: tuple[float, float]) -> Estimator:  # fmt: skip
+    """CD-k, short-run ML or PCD with unadjusted Langevin and uniform noise starts."""
+    kernel = Langevin(step_size=step_size)
+    noise = uniform_noise(*noise_range)
+    if name == "cd":
+        return ContrastiveDivergence(kernel, K, energy_reg=energy_reg)
+    if name == "short-run":
+        return ShortRunML(kernel, K, noise=noise, energy_reg=energy_reg)
+    return PersistentContrastiveDivergence(
+        kernel, K, buffer_size=buffer_size, noise=noise, energy_reg=energy_reg
+    )
+
+
 def toy_setup(
     estimator: str = "drl",
     *,
@@ -209,17 +232,7 @@ def toy_setup(
         fourier_seed=seed,
         zero_output=fourier_features > 0,
     )
-    config = TrainConfig(
-        lr=lr,
-        betas=(0.5, 0.999),
-        warmup_steps=100,
-        grad_clip=1.0,
-        ema_decay=0.99,
-        batch_size=batch_size,
-        checkpoint_every=200,
-        decay_at=decay_at,
-        decay_factor=0.2,
-    )
+    config = _train_config(lr, batch_size, decay_at)
     noise_std = 0.0
     if estimator == "drl":
         est: Estimator = DiffusionRecoveryLikelihood(
@@ -231,16 +244,7 @@ def toy_setup(
         )
         noise_std = float(est.schedule.sigma_bar[0]) * scale
     else:
-        kernel = Langevin(step_size=step_size)
-        noise = uniform_noise(-1.5, 1.5)
-        if estimator == "cd":
-            est = ContrastiveDivergence(kernel, K, energy_reg=energy_reg)
-        elif estimator == "short-run":
-            est = ShortRunML(kernel, K, noise=noise, energy_reg=energy_reg)
-        else:
-            est = PersistentContrastiveDivergence(
-                kernel, K, buffer_size=buffer_size, noise=noise, energy_reg=energy_reg
-            )
+        est = _baseline(estimator, step_size, K, energy_reg, buffer_size, (-1.5, 1.5))
     return ToySetup(estimator, model, est, config, float(scale), noise_std, step_size, sample_steps)
 
 
@@ -282,10 +286,7 @@ def digits_setup(
     torch.manual_seed(seed)
     model = TimeMLP(64, hidden=hidden, num_layers=layers,
                     num_levels=levels if estimator == "drl" else 1)  # fmt: skip
-    config = TrainConfig(
-        lr=lr, betas=(0.5, 0.999), warmup_steps=100, grad_clip=1.0, ema_decay=0.99,
-        batch_size=batch_size, checkpoint_every=200, decay_at=decay_at, decay_factor=0.2,
-    )  # fmt: skip
+    config = _train_config(lr, batch_size, decay_at)
     noise_std = 0.0
     if estimator == "drl":
         est: Estimator = DiffusionRecoveryLikelihood(
@@ -293,15 +294,6 @@ def digits_setup(
         )
         noise_std = float(est.schedule.sigma_bar[0])
     else:
-        kernel = Langevin(step_size=step_size)
-        noise = uniform_noise(-1.0, 1.0)
-        if estimator == "cd":
-            est = ContrastiveDivergence(kernel, K, energy_reg=energy_reg)
-        elif estimator == "short-run":
-            est = ShortRunML(kernel, K, noise=noise, energy_reg=energy_reg)
-        else:
-            est = PersistentContrastiveDivergence(
-                kernel, K, buffer_size=buffer_size, noise=noise, energy_reg=energy_reg
-            )
+        est = _baseline(estimator, step_size, K, energy_reg, buffer_size, (-1.0, 1.0))
     return ToySetup(estimator, model, est, config, 1.0, noise_std, step_size, sample_steps,
                     dim=64, noise_range=(-1.0, 1.0), clip=(-1.0, 1.0))  # fmt: skip
