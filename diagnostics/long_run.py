@@ -45,12 +45,7 @@ torch.set_num_threads(1)  # small networks: more threads cost more than they sav
 from ebmcmc import data as D  # noqa: E402
 from ebmcmc._files import atomic_write  # noqa: E402
 from ebmcmc.diagnostics import report_stability, stability  # noqa: E402
-from ebmcmc.metrics import (  # noqa: E402
-    DEFAULT_MMD_SCALES,
-    ClassifierFID,
-    kl_on_grid,
-    median_bandwidth,
-)
+from ebmcmc.metrics import ClassifierFID, kl_on_grid, mmd  # noqa: E402
 from ebmcmc.toy import ESTIMATORS, digits_setup, toy_setup  # noqa: E402
 from ebmcmc.train import Trainer  # noqa: E402
 
@@ -66,35 +61,26 @@ SETS = {
 BASELINE_K = 60
 
 
-def mmd_v(x, y) -> float:
-    """Biased (V-statistic) squared MMD, RBF bandwidths ``h (1/8 .. 2)`` with ``h`` the
-    median distance of ``y`` (the reference): always > 0, so ratios to a floor are stable."""
-    x, y = x.double().flatten(1), y.double().flatten(1)
-    bw = median_bandwidth(y) * torch.tensor(DEFAULT_MMD_SCALES, dtype=torch.float64)
-
-    def k(a, b):
-        d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h**2)) for h in bw.tolist()).mean()
-
-    return float(k(x, x) + k(y, y) - 2 * k(x, y))
-
-
 class MMDRatio:
-    """``x -> MMD_v(x, ref) / floor(len(x))``: the floor is the mean MMD of independent data
-    samples of the same size as ``x`` (the V-statistic's bias depends on the sample size), so
-    1 means "as close to the reference as data are"."""
+    """``x -> MMD_v(ref, x) / floor(len(x))``, with the V-statistic of
+    ``ebmcmc.metrics.mmd(unbiased=False)`` (always > 0; bandwidths from ``ref``): the floor is
+    the mean MMD of independent data samples of the same size as ``x`` (the V-statistic's bias
+    depends on the sample size), so 1 means "as close to the reference as data are"."""
 
     def __init__(self, ref, draw_data, repeats: int = 4):
         self.ref, self.draw, self.repeats, self.floors = ref, draw_data, repeats, {}
 
     def floor(self, m: int) -> float:
         if m not in self.floors:
-            vals = [mmd_v(self.draw(m, i), self.ref) for i in range(self.repeats)]
+            vals = [self._mmd(self.draw(m, i)) for i in range(self.repeats)]
             self.floors[m] = sum(vals) / len(vals)
         return self.floors[m]
 
+    def _mmd(self, x) -> float:
+        return float(mmd(self.ref, x, unbiased=False))
+
     def __call__(self, x) -> float:
-        return mmd_v(x, self.ref) / self.floor(x.shape[0])
+        return self._mmd(x) / self.floor(x.shape[0])
 
 
 def fit_timed(trainer, steps: int, run_dir: Path) -> float:
@@ -147,9 +133,8 @@ def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
         "steps": trainer.step,
         "train_seconds": round(train_s, 1),
     }
-    target = {"eight_gaussians": D.eight_gaussians_target, "rings": D.rings_target}[name]
     row["kl"] = kl_on_grid(
-        target(setup.noise_std).log_prob,
+        D.toy_target(name, setup.noise_std).log_prob,
         lambda x: setup.energy(x, model),
         lim,
         150 if args.smoke else res,

@@ -60,6 +60,8 @@ __all__ = [
     "grid25_target",
     "rings_target",
     "RingsTarget",
+    "TOY_TARGETS",
+    "toy_target",
     "load_digits",
     "read_idx",
     "load_mnist",
@@ -447,6 +449,40 @@ def rings_target(
 
 
 # --------------------------------------------------------------------------- digits
+
+
+TOY_TARGETS: dict[str, Callable[..., Target]] = {
+    "eight_gaussians": eight_gaussians_target,
+    "grid25": grid25_target,
+    "rings": rings_target,
+}
+"""The toy sets with an exact density: name -> ``fn(noise_std=0.0, **options) -> Target``."""
+
+
+def toy_target(name: str, noise_std: float = 0.0, **options) -> Target:
+    """The exact density of the 2-D toy set ``name``, convolved with ``N(0, noise_std^2 I)``.
+
+    The twin of :func:`toy_dataset` for the sets in :data:`TOY_TARGETS` (checkerboard and
+    swiss roll have no closed-form density).
+
+    Args:
+        name: ``eight_gaussians``, ``grid25`` or ``rings``.
+        noise_std: sd of extra isotropic Gaussian noise.
+        **options: the set's options (e.g. ``std``), as for :func:`toy_dataset`.
+
+    Returns:
+        A target with ``log_prob(x)`` for points ``(N, 2)``.
+
+    Example:
+        >>> t = toy_target("eight_gaussians", 0.02)
+        >>> t.log_prob(torch.zeros(1, 2)).shape
+        torch.Size([1])
+    """
+    if name not in TOY_TARGETS:
+        raise ValueError(
+            f"no exact density for {name!r}; toy sets with one: {', '.join(sorted(TOY_TARGETS))}"
+        )
+    return TOY_TARGETS[name](noise_std, **options)
 
 
 def _split_index(n: int, split, test_fraction: float, generator) -> Tensor:

@@ -617,3 +617,19 @@ def test_random_hflip():
         random_hflip(x, p=1.5)
     with pytest.raises(ValueError, match="shape"):
         random_hflip(torch.zeros(3))
+
+
+def test_toy_target_is_the_twin_of_toy_dataset():
+    from ebmcmc.data import TOY_TARGETS, toy_target
+
+    assert set(TOY_TARGETS) == {"eight_gaussians", "grid25", "rings"}
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    for name, fn in TOY_TARGETS.items():
+        torch.testing.assert_close(toy_target(name, 0.03).log_prob(x), fn(0.03).log_prob(x))
+    torch.testing.assert_close(
+        toy_target("eight_gaussians", std=0.2).log_prob(x),
+        eight_gaussians_target(std=0.2).log_prob(x),
+    )
+    for name in ("swiss_roll", "checkerboard", "bogus"):
+        with pytest.raises(ValueError, match="no exact density"):
+            toy_target(name)

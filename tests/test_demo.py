@@ -26,14 +26,15 @@ def test_demo_report_has_every_part(demo_dir):
     assert re.search(r"AIS log Z = -?\d+\.\d+ ± \d+\.\d+", md)
     # the long-run curve and the DRL figures, as PNGs that exist
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert "stability_curves.png" in links and "drl-samples.png" in links
+    assert "long-run/stability_curves.png" in links and "drl-samples.png" in links
     for link in links:
         assert (demo_dir / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (demo_dir / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == len(links)
     assert '<table id="summary">' in html
-    # the banana's own convergence report and the figures behind the report
+    # the banana's and the long run's own reports and the figures behind the report
     assert (demo_dir / "banana-hmc" / "report.html").is_file()
+    assert (demo_dir / "long-run" / "report.html").is_file()
     metrics = json.loads((demo_dir / "metrics.json").read_text())
     assert {"kl", "ais_log_z", "ais_log_z_se", "log_z_quadrature", "stable"} <= set(metrics)
 
