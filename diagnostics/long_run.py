@@ -83,17 +83,23 @@ class MMDRatio:
         return self._mmd(x) / self.floor(x.shape[0])
 
 
-def fit_timed(trainer, steps: int, run_dir: Path) -> float:
-    """Train (resuming) to ``steps``; the training seconds over all invocations (kept in
-    ``run_dir/train_seconds.txt``, so a resumed run reports its whole training time)."""
+def train(setup, data, run_dir: Path, args):
+    """Train (resuming from ``run_dir``) to ``args.steps``; returns the frozen EMA model, the
+    steps and the training seconds over all invocations (kept in ``run_dir/train_seconds.txt``
+    so a resumed run reports its whole training time)."""
+    trainer = Trainer(setup.model, setup.estimator, data, setup.config, run_dir=run_dir,
+                      seed=args.seed, progress=not args.no_progress)  # fmt: skip
     trainer.resume()
     path = run_dir / "train_seconds.txt"
     before = float(path.read_text()) if path.is_file() else 0.0
     t0 = time.perf_counter()
-    trainer.fit(steps)
+    trainer.fit(args.steps)
     total = before + time.perf_counter() - t0
     atomic_write(path, lambda tmp: Path(tmp).write_text(f"{total:.1f}\n"))
-    return total
+    model = trainer.ema_model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, trainer.step, total
 
 
 def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
@@ -103,21 +109,9 @@ def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
     setup = toy_setup(estimator, seed=args.seed, K=k, decay_at=int(0.6 * args.steps), **opts)
     if args.smoke:
         setup = toy_setup(estimator, seed=args.seed, hidden=32, K=5, **opts)
-    train = D.toy_dataset(name, 50000, args.seed) / setup.scale
+    data = D.toy_dataset(name, 50000, args.seed) / setup.scale
     run_dir = out / "runs" / f"{name}-{estimator}"
-    trainer = Trainer(
-        setup.model,
-        setup.estimator,
-        train,
-        setup.config,
-        run_dir=run_dir,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    train_s = fit_timed(trainer, args.steps, run_dir)
-    model = trainer.ema_model
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model, steps, train_s = train(setup, data, run_dir, args)
     g = torch.Generator().manual_seed(args.seed + 1)
     n = args.n_eval
 
@@ -130,7 +124,7 @@ def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
     row = {
         "dataset": name,
         "estimator": estimator,
-        "steps": trainer.step,
+        "steps": steps,
         "train_seconds": round(train_s, 1),
     }
     row["kl"] = kl_on_grid(
@@ -161,19 +155,7 @@ def run_digits(estimator: str, args, out: Path) -> list[dict]:
     if args.smoke:
         setup = digits_setup(estimator, seed=args.seed, hidden=32, K=3)
     run_dir = out / "runs" / f"digits-{estimator}"
-    trainer = Trainer(
-        setup.model,
-        setup.estimator,
-        train_x.flatten(1),
-        setup.config,
-        run_dir=run_dir,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    train_s = fit_timed(trainer, args.steps, run_dir)
-    model = trainer.ema_model
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model, steps, train_s = train(setup, train_x.flatten(1), run_dir, args)
     fid = ClassifierFID("digits")
     ref = fid.statistics(test_x)
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -182,7 +164,7 @@ def run_digits(estimator: str, args, out: Path) -> list[dict]:
     row = {
         "dataset": "digits",
         "estimator": estimator,
-        "steps": trainer.step,
+        "steps": steps,
         "train_seconds": round(train_s, 1),
         "kl": math.nan,
         "metric": "classifier FID",
