@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -269,12 +270,17 @@ class Trainer:
         return rec
 
     def fit(
-        self, num_steps: int, callback: Callable[[Trainer, dict], None] | None = None
+        self,
+        num_steps: int,
+        callback: Callable[[Trainer, dict], None] | None = None,
+        max_seconds: float | None = None,
     ) -> list[dict[str, float]]:
         """Train until ``self.step == num_steps`` (a resumed run continues where it stopped).
 
         Writes ``checkpoint.pt`` every ``config.checkpoint_every`` steps and at the end when
-        ``run_dir`` is set; on ``KeyboardInterrupt`` it writes one and re-raises.
+        ``run_dir`` is set; on ``KeyboardInterrupt`` it writes one and re-raises. With
+        ``max_seconds``, training also ends (checkpoint written) after the first step that
+        finishes past that many seconds of wall time: a time budget that a rerun resumes.
 
         Returns:
             The history.
@@ -287,6 +293,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         every = self.config.checkpoint_every
+        deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
         try:
             while self.step < num_steps:
                 rec = self.train_step()
@@ -295,6 +302,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.4g}")
                 if callback is not None:
                     callback(self, rec)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
                 if self.run_dir is not None and every and self.step % every == 0:
                     self.save()
         except KeyboardInterrupt:

@@ -107,17 +107,9 @@ def main(argv=None) -> dict:
     trainer = Trainer(setup.model, setup.estimator, flat, setup.config, run_dir=args.out,
                       seed=args.seed, progress=not args.no_progress)  # fmt: skip
     resumed = trainer.resume()
-    deadline = time.monotonic() + 60 * args.minutes
     t0 = time.monotonic()
 
-    def stop_on_time(tr, rec):
-        if time.monotonic() > deadline:
-            raise _OutOfTime
-
-    try:
-        trainer.fit(args.steps, callback=stop_on_time)
-    except _OutOfTime:
-        trainer.save()
+    trainer.fit(args.steps, max_seconds=60 * args.minutes)
     train_s = time.monotonic() - t0
     g = torch.Generator().manual_seed(args.seed + 1)
     samples = setup.generate(args.n_samples, g, trainer.ema_model).clamp(-1, 1)
@@ -134,10 +126,6 @@ def main(argv=None) -> dict:
     (args.out / "metrics.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return res
-
-
-class _OutOfTime(Exception):
-    pass
 
 
 if __name__ == "__main__":

@@ -181,18 +181,10 @@ def main(argv=None) -> dict:
     trainer = Trainer(setup.model, setup.estimator, train, setup.config, run_dir=args.out,
                       seed=args.seed, progress=not args.no_progress)  # fmt: skip
     resumed = trainer.resume()
-    deadline = time.monotonic() + 60 * args.minutes
     t0 = time.monotonic()
 
-    def stop_on_time(tr, rec):
-        if time.monotonic() > deadline:
-            raise _OutOfTime
-
-    try:
-        if not args.eval_only:
-            trainer.fit(args.steps, callback=stop_on_time)
-    except _OutOfTime:
-        trainer.save()
+    if not args.eval_only:
+        trainer.fit(args.steps, max_seconds=60 * args.minutes)
     train_s = time.monotonic() - t0
     model = trainer.ema_model
     res = evaluate(setup, model, args, heldout, args.n_eval, args.seed + 2000)
@@ -214,10 +206,6 @@ def main(argv=None) -> dict:
     summary = {k: v for k, v in res.items() if k != "config"}
     print(json.dumps(summary, indent=2))
     return res
-
-
-class _OutOfTime(Exception):
-    pass
 
 
 if __name__ == "__main__":

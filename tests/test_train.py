@@ -118,3 +118,22 @@ def test_learning_rate_decay_follows_the_step():
     for bad in ({"decay_at": -1}, {"decay_factor": 0.0}, {"decay_at": 1.5}):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
+
+
+def test_time_budget_stops_after_the_step_that_crosses_it_and_checkpoints(tmp_path):
+    from ebmcmc.estimators import ContrastiveDivergence
+    from ebmcmc.kernels import Langevin
+
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(lr=1e-3, warmup_steps=0, batch_size=16)
+    est = ContrastiveDivergence(Langevin(0.01), 1)
+    tr = Trainer(TimeMLP(2, hidden=8, num_levels=1), est, data, cfg, run_dir=tmp_path,
+                 progress=False)  # fmt: skip
+    tr.fit(100, max_seconds=0.0)
+    assert tr.step == 1
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+    again = Trainer(TimeMLP(2, hidden=8, num_levels=1), est, data, cfg, run_dir=tmp_path,
+                    progress=False)  # fmt: skip
+    assert again.resume() and again.step == 1
+    again.fit(3, max_seconds=60.0)
+    assert again.step == 3
