@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from ebmcmc._files import atomic_write  # noqa: E402
 from ebmcmc.data import load_cifar10, random_hflip  # noqa: E402
 from ebmcmc.diffusion import DRLSchedule  # noqa: E402
 from ebmcmc.estimators import DiffusionRecoveryLikelihood  # noqa: E402
@@ -163,8 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", type=int, default=0, metavar="N", help="generate N samples at end")
     p.add_argument("--eval-only", action="store_true", help="skip training; load the checkpoint")
     p.add_argument("--eval-batch", type=int)
-    p.add_argument("--inception-weights", default=None, help="local Inception weights for FID")
-    p.add_argument("--fid-stats", default=None, help="reference statistics / images for FID")
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="FILE",
+        help="local Inception weights for FID/IS (torch-fidelity's or pytorch-fid's file)",
+    )
+    p.add_argument(
+        "--fid-ref",
+        default=None,
+        metavar="NPZ",
+        help="FID reference: an .npz of uint8 N x 32 x 32 x 3 images, or pytorch-fid's mu/sigma "
+        "statistics (default: the CIFAR-10 training images at --data)",
+    )
     # test-only
     p.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--write-param-hash", action="store_true", help=argparse.SUPPRESS)
@@ -512,77 +524,131 @@ def param_hash(trainer: Trainer) -> str:
     return h.hexdigest()
 
 
-def fid_if_possible(npz: Path, cfg: dict, args, log) -> None:
+def reference_images(args, cfg: dict) -> np.ndarray | None:
+    """uint8 ``(N, 32, 32, 3)`` reference images for FID: ``--fid-ref`` (an ``.npz`` of images,
+    first array) when given, else the CIFAR-10 training images at ``--data``; None if neither."""
+    if args.fid_ref is not None:
+        ref = np.load(args.fid_ref)
+        if "mu" in ref.files:
+            return None  # precomputed statistics, not images (pytorch-fid only)
+        return ref[ref.files[0]]
+    if cfg["data"] is not None:
+        return to_uint8(load_cifar10(cfg["data"], "train")[0])
+    return None
+
+
+class _UInt8Images(torch.utils.data.Dataset):
+    """uint8 ``(N, H, W, 3)`` as a dataset of ``(3, H, W)`` uint8 tensors (torch-fidelity)."""
+
+    def __init__(self, imgs: np.ndarray):
+        self.imgs = imgs
+
+    def __len__(self) -> int:
+        return len(self.imgs)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.imgs[i])).permute(2, 0, 1)
+
+
+def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
+    """FID (and IS) of the samples in ``npz`` through torch-fidelity or pytorch-fid, with the
+    Inception weights at ``--inception-weights`` (never downloaded). Returns the metrics
+    computed (``{}`` with a message saying how to compute them when that is not possible)."""
     how = (
-        f"To compute FID here, install pytorch-fid, get its Inception "
-        f"weights and the CIFAR-10 training images, and run e.g.\n"
+        f"To compute them here: install torch-fidelity (FID and IS) or pytorch-fid (FID), "
+        f"put its Inception weights in a local file, and run\n"
         f"  python examples/cifar_drl.py --out {args.out} --eval-only --eval 50000 "
-        f"--inception-weights pt_inception-2015-12-05.pth --fid-stats cifar10_train.npz\n"
-        f"or feed {npz} (key 'samples': uint8 N x 32 x 32 x 3) to your FID tool "
-        f"(e.g. `python -m pytorch_fid` on the images written out as PNGs)."
+        f"--data PATH/cifar-10-python.tar.gz --inception-weights FILE\n"
+        f"(torch-fidelity: weights-inception-2015-12-05-6726825d.pth; pytorch-fid: "
+        f"pt_inception-2015-12-05-6726825d.pth), or feed {npz} (key 'samples': uint8 "
+        f"N x 32 x 32 x 3) to your own FID/IS tool."
     )
-    w = args.inception_weights
-    have = None
-    for mod in ("pytorch_fid", "torch_fidelity"):
+    have = []
+    for mod in ("torch_fidelity", "pytorch_fid"):
         try:
             __import__(mod)
-            have = mod
-            break
-        except ImportError:
+            have.append(mod)
+        except Exception:  # noqa: BLE001 -- e.g. a torchvision that does not match torch
             continue
-    if have is None or w is None or not Path(w).is_file() or args.fid_stats is None:
-        reason = (
-            "neither torch-fidelity nor pytorch-fid is installed"
-            if have is None
-            else "--inception-weights PATH (an existing file) and --fid-stats are needed"
+    w = args.inception_weights
+    if not have:
+        log(f"FID/IS not computed: neither torch-fidelity nor pytorch-fid imports here "
+            f"(weights and data are never downloaded).\n{how}")  # fmt: skip
+        return {}
+    if w is None or not Path(w).is_file():
+        log(f"FID/IS not computed: --inception-weights must name an existing local file "
+            f"(given: {w}); weights are never downloaded.\n{how}")  # fmt: skip
+        return {}
+    samples = np.load(npz)["samples"]
+    ref = reference_images(args, cfg)
+    cuda = torch.cuda.is_available()
+    if have[0] == "torch_fidelity":
+        import torch_fidelity
+
+        m = torch_fidelity.calculate_metrics(
+            input1=_UInt8Images(samples),
+            input2=None if ref is None else _UInt8Images(ref),
+            isc=True,
+            fid=ref is not None,
+            feature_extractor_weights_path=str(w),
+            cuda=cuda,
+            batch_size=200,
+            verbose=False,
         )
-        log(f"FID/IS not computed: {reason} (never downloaded).\n{how}")
-        return
-    if have == "pytorch_fid":
-        import tempfile
-
-        from pytorch_fid import inception as pfi
-        from pytorch_fid.fid_score import calculate_frechet_distance
-        from pytorch_fid.inception import InceptionV3
-
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # pytorch-fid loads its FID Inception weights with torch.hub from FID_WEIGHTS_URL; put
-        # the user's file where torch.hub looks first, so it is found and nothing is fetched
-        hub = Path(tempfile.mkdtemp(prefix="fid_hub_"))
-        (hub / "checkpoints").mkdir()
-        (hub / "checkpoints" / os.path.basename(pfi.FID_WEIGHTS_URL)).symlink_to(Path(w).resolve())
-        old_hub = torch.hub.get_dir()
-        torch.hub.set_dir(str(hub))
-        try:
-            net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-        except Exception as err:  # noqa: BLE001
-            log(f"FID/IS not computed: could not load {w}: {err}\n{how}")
-            return
-        finally:
-            torch.hub.set_dir(old_hub)
-
-        def stats(imgs: np.ndarray):
-            net.to(dev).eval()
-            feats = []
-            with torch.no_grad():
-                for i in range(0, len(imgs), 200):
-                    b = torch.from_numpy(imgs[i : i + 200]).permute(0, 3, 1, 2).float() / 255
-                    feats.append(net(b.to(dev))[0].squeeze(-1).squeeze(-1).cpu().numpy())
-            f = np.concatenate(feats).astype(np.float64)
-            return f.mean(0), np.cov(f, rowvar=False)
-
-        ref = np.load(args.fid_stats)
-        if "mu" in ref:
-            mu2, s2 = ref["mu"], ref["sigma"]
+        out = {
+            "is_mean": float(m["inception_score_mean"]),
+            "is_std": float(m["inception_score_std"]),
+        }
+        msg = f"IS = {out['is_mean']:.3f} ± {out['is_std']:.3f}"
+        if ref is not None:
+            out["fid"] = float(m["frechet_inception_distance"])
+            msg += f", FID = {out['fid']:.3f} against {len(ref)} reference images"
         else:
-            mu2, s2 = stats(ref[ref.files[0]])
-        mu1, s1 = stats(np.load(npz)["samples"])
-        log(f"FID = {calculate_frechet_distance(mu1, s1, mu2, s2):.3f} (pytorch-fid features)")
-        return
-    log(
-        "torch-fidelity is installed, but it fetches its own Inception weights by URL; to stay "
-        f"offline this script does not call it.\n{how}"
-    )
+            msg += " (FID needs --data or --fid-ref images)"
+        log(msg + " (torch-fidelity)")
+        return out
+    import tempfile
+
+    from pytorch_fid import inception as pfi
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from pytorch_fid.inception import InceptionV3
+
+    stats_file = np.load(args.fid_ref) if args.fid_ref is not None else None
+    if ref is None and (stats_file is None or "mu" not in stats_file.files):
+        log(f"FID not computed: pytorch-fid needs reference images (--data or --fid-ref) or "
+            f"statistics (--fid-ref with mu/sigma).\n{how}")  # fmt: skip
+        return {}
+    dev = torch.device("cuda" if cuda else "cpu")
+    # pytorch-fid loads its FID Inception weights with torch.hub from FID_WEIGHTS_URL; put the
+    # user's file where torch.hub looks first, so it is found and nothing is fetched
+    hub = Path(tempfile.mkdtemp(prefix="fid_hub_"))
+    (hub / "checkpoints").mkdir()
+    (hub / "checkpoints" / os.path.basename(pfi.FID_WEIGHTS_URL)).symlink_to(Path(w).resolve())
+    old_hub = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    try:
+        net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    except Exception as err:  # noqa: BLE001
+        log(f"FID not computed: could not load {w}: {err}\n{how}")
+        return {}
+    finally:
+        torch.hub.set_dir(old_hub)
+
+    def stats(imgs: np.ndarray):
+        net.to(dev).eval()
+        feats = []
+        with torch.no_grad():
+            for i in range(0, len(imgs), 200):
+                b = torch.from_numpy(imgs[i : i + 200]).permute(0, 3, 1, 2).float() / 255
+                feats.append(net(b.to(dev))[0].squeeze(-1).squeeze(-1).cpu().numpy())
+        f = np.concatenate(feats).astype(np.float64)
+        return f.mean(0), np.cov(f, rowvar=False)
+
+    mu2, s2 = (stats_file["mu"], stats_file["sigma"]) if ref is None else stats(ref)
+    mu1, s1 = stats(samples)
+    out = {"fid": float(calculate_frechet_distance(mu1, s1, mu2, s2))}
+    log(f"FID = {out['fid']:.3f} (pytorch-fid features; IS needs torch-fidelity)")
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -715,7 +781,10 @@ def main(argv=None) -> int:
             np.savez_compressed(npz, samples=to_uint8(x))
             save_grid(x[:64], out / "samples_eval.png", f"EMA, step {trainer.step}, lambda 0.99")
             log(f"generated {n} samples in {dt:.1f}s ({n / dt:.2f} img/s) -> {npz}")
-            fid_if_possible(npz, cfg, args, log)
+            metrics = fid_if_possible(npz, cfg, args, log)
+            if metrics:
+                text = json.dumps(dict(metrics, step=trainer.step, n=n), indent=2) + "\n"
+                atomic_write(out / f"metrics_{n}.json", lambda tmp: Path(tmp).write_text(text))
         return 0
     finally:
         dd.close()

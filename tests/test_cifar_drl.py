@@ -227,6 +227,109 @@ def test_eval_writes_npz_and_explains_fid(tmp_path):
     assert "FID/IS not computed" in r.stdout and "never downloaded" in r.stdout
 
 
+def _eval_args(tmp_path, **kw):
+    import argparse
+
+    base = dict(out=str(tmp_path), inception_weights=None, fid_ref=None)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def _samples_npz(tmp_path, n=6, seed=0):
+    imgs = np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / f"samples_{n}.npz"
+    np.savez_compressed(path, samples=imgs)
+    return path, imgs
+
+
+def test_fid_uses_torch_fidelity_with_local_weights(tmp_path, monkeypatch):
+    """With torch-fidelity importable and a local weights file, IS and FID come from
+    torch_fidelity.calculate_metrics, fed uint8 (3, 32, 32) images of the samples and of the
+    reference, with the user's weights path (the package itself cannot be imported beside
+    torch 2.13.0 here: this fake stands in for it and records the call)."""
+    import types
+
+    mod = _load_script()
+    calls = []
+
+    def calculate_metrics(**kw):
+        calls.append(kw)
+        return {
+            "inception_score_mean": 7.5,
+            "inception_score_std": 0.25,
+            "frechet_inception_distance": 12.0,
+        }
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.SimpleNamespace(
+        calculate_metrics=calculate_metrics))  # fmt: skip
+    npz, imgs = _samples_npz(tmp_path)
+    ref = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", images=ref)
+    weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    weights.write_bytes(b"stand-in")
+    logged = []
+    args = _eval_args(tmp_path, inception_weights=str(weights), fid_ref=str(tmp_path / "ref.npz"))
+    m = mod.fid_if_possible(npz, {"data": None}, args, logged.append)
+    assert m == {"is_mean": 7.5, "is_std": 0.25, "fid": 12.0}
+    (kw,) = calls
+    assert kw["isc"] and kw["fid"] and kw["feature_extractor_weights_path"] == str(weights)
+    for key, want in (("input1", imgs), ("input2", ref)):
+        ds = kw[key]
+        assert len(ds) == len(want)
+        x = ds[2]
+        assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+        assert torch.equal(x, torch.from_numpy(want[2]).permute(2, 0, 1))
+    assert "IS = 7.500 ± 0.250, FID = 12.000" in logged[-1]
+
+    # no reference images: IS alone, and the message says what FID needs
+    calls.clear()
+    m = mod.fid_if_possible(npz, {"data": None}, _eval_args(tmp_path,
+                            inception_weights=str(weights)), logged.append)  # fmt: skip
+    assert m == {"is_mean": 7.5, "is_std": 0.25}
+    assert calls[0]["input2"] is None and not calls[0]["fid"]
+    assert "FID needs --data or --fid-ref" in logged[-1]
+
+
+def test_fid_reference_defaults_to_the_cifar_training_images(tmp_path):
+    """Without --fid-ref, the FID reference is the training set at --data, back in uint8
+    (N, 32, 32, 3) exactly as stored (the [-1, 1] scaling round-trips)."""
+    mod = _load_script()
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(1, 6):
+        data = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
+        rows.append(data)
+        blob = {b"data": data, b"labels": [0, 1]}
+        (d / f"data_batch_{i}").write_bytes(pickle.dumps(blob, protocol=2))
+    (d / "test_batch").write_bytes(pickle.dumps(blob, protocol=2))
+    ref = mod.reference_images(_eval_args(tmp_path), {"data": str(d)})
+    want = np.concatenate(rows).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    assert ref.dtype == np.uint8 and np.array_equal(ref, want)
+    assert mod.reference_images(_eval_args(tmp_path), {"data": None}) is None
+
+
+def test_fid_explains_missing_weights_and_packages(tmp_path, monkeypatch):
+    import types
+
+    mod = _load_script()
+    npz, _ = _samples_npz(tmp_path)
+    logged = []
+    # a package present but no weights file: nothing is called, the message says what to pass
+    fake = types.SimpleNamespace(calculate_metrics=lambda **kw: pytest.fail("called"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity", fake)
+    args = _eval_args(tmp_path, inception_weights=str(tmp_path / "missing.pth"))
+    assert mod.fid_if_possible(npz, {"data": None}, args, logged.append) == {}
+    assert "--inception-weights must name an existing local file" in logged[-1]
+    assert "never downloaded" in logged[-1] and str(npz) in logged[-1]
+    # neither package importable (None in sys.modules makes the import fail)
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    monkeypatch.setitem(sys.modules, "pytorch_fid", None)
+    assert mod.fid_if_possible(npz, {"data": None}, args, logged.append) == {}
+    assert "neither torch-fidelity nor pytorch-fid imports here" in logged[-1]
+
+
 @pytest.mark.slow  # three torchrun launches: ~30-60 s
 def test_torchrun_resume_matches_uninterrupted_run(tmp_path):
     def launch(steps, out, *extra):
