@@ -255,6 +255,8 @@ def digits_setup(
     K: int = 30,
     b2: float = 2e-4,
     loss_weight: str = "paper",
+    jump_every: int = 0,
+    metropolis: bool = False,
     hidden: int = 256,
     layers: int = 3,
     step_size: float = 1e-3,
@@ -273,6 +275,23 @@ def digits_setup(
     generated samples to [-1, 1]; the baselines start short-run and PCD chains from uniform
     noise on [-1, 1]. Optimiser as in :func:`toy_setup`, batch 128.
 
+    The paper's constants give the best samples for a short training budget, but their
+    30-step chains never leave their start (the tether needs about ``1 / b^2`` steps), so
+    chains run far longer find a conditional the loss never saw. For long-run stable
+    conditional chains use ``b2=4e-3, K=250, loss_weight="likelihood"`` (what
+    ``diagnostics/long_run.py`` trains; measured there: stable over 25,000 steps).
+
+    Args:
+        estimator: ``"drl"``, ``"cd"``, ``"short-run"`` or ``"pcd"``.
+        levels, K, b2, loss_weight, jump_every, metropolis: DRL's schedule length, Langevin
+            steps, step constant, loss weights, tether jumps and Metropolis correction (see
+            :class:`~ebmcmc.estimators.DiffusionRecoveryLikelihood`).
+        hidden, layers: the :class:`~ebmcmc.nn.TimeMLP`.
+        step_size, sample_steps, energy_reg, buffer_size: the baselines' Langevin step,
+            sampling length, energy penalty and PCD buffer (``K`` is their chain length).
+        lr, batch_size, decay_at: the optimiser (learning rate times 0.2 from ``decay_at``).
+        seed: seeds the network's initialisation.
+
     Returns:
         A :class:`ToySetup` with ``dim = 64`` (reshape samples to ``(n, 1, 8, 8)``).
 
@@ -290,7 +309,12 @@ def digits_setup(
     noise_std = 0.0
     if estimator == "drl":
         est: Estimator = DiffusionRecoveryLikelihood(
-            DRLSchedule(levels), langevin_steps=K, step_size_b2=b2, loss_weight=loss_weight
+            DRLSchedule(levels),
+            langevin_steps=K,
+            step_size_b2=b2,
+            loss_weight=loss_weight,
+            jump_every=jump_every,
+            metropolis=metropolis,
         )
         noise_std = float(est.schedule.sigma_bar[0])
     else:
