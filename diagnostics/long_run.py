@@ -76,16 +76,21 @@ OVERRIDES = {
 
 
 def plan(name: str, estimator: str, args) -> dict:
-    """Training steps, training chain length K, and the long run's length (at least 100 K,
-    ``shared/algorithms.md`` section 5) and reference step (K, the training horizon) of one
-    row."""
+    """One row's training steps, training chain length K, set-up options (``OVERRIDES``, K and
+    the learning-rate decay; tiny networks for ``--smoke``), and the long run's length (at
+    least 100 K, ``shared/algorithms.md`` section 5) and reference step (K, the training
+    horizon)."""
     over = {} if args.smoke else OVERRIDES.get((name, estimator), {})
     k = over.get("setup", {}).get("K", 30 if estimator == "drl" else BASELINE_K)
+    steps = over.get("steps", args.steps)
     if args.smoke:
         k = 5 if name != "digits" else 3
-    steps = over.get("steps", args.steps)
+        setup = {"hidden": 32, "K": k}
+    else:
+        setup = {**over.get("setup", {}), "K": k, "decay_at": int(0.6 * steps)}
     long_run = args.long_run if args.smoke else max(args.long_run, 100 * k)
-    return {"steps": steps, "K": k, "long_run": long_run, "short_run": min(k, long_run)}
+    return {"steps": steps, "K": k, "setup": setup, "long_run": long_run,
+            "short_run": min(k, long_run)}  # fmt: skip
 
 
 class MMDRatio:
@@ -133,9 +138,7 @@ def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
     """Train, score, long-run and report one (2-D data set, estimator)."""
     opts, lim, res = SETS[name]
     p = plan(name, estimator, args)
-    setup = toy_setup(estimator, seed=args.seed, K=p["K"], decay_at=int(0.6 * p["steps"]), **opts)
-    if args.smoke:
-        setup = toy_setup(estimator, seed=args.seed, hidden=32, K=5, **opts)
+    setup = toy_setup(estimator, seed=args.seed, **{**opts, **p["setup"]})
     data = D.toy_dataset(name, 50000, args.seed) / setup.scale
     run_dir = out / "runs" / f"{name}-{estimator}"
     model, steps, train_s = train(setup, data, run_dir, args, p["steps"])
@@ -165,12 +168,9 @@ def run_toy(name: str, estimator: str, args, out: Path) -> list[dict]:
     row["metric"] = "MMD ratio"
     row["quality"] = ratio(gen)
 
-    def quality(x):  # in data units
-        return ratio(x)
-
     chains = min(args.chains, n)
     x0 = D.toy_dataset(name, chains, args.seed + 3000)
-    return long_runs(setup, model, f"{name}-{estimator}", x0, gen[:chains], quality,
+    return long_runs(setup, model, f"{name}-{estimator}", x0, gen[:chains], ratio,
                      args.quality_band, None, row, args, out, p)  # fmt: skip
 
 
@@ -178,10 +178,7 @@ def run_digits(estimator: str, args, out: Path) -> list[dict]:
     """Train, score (classifier FID), long-run and report one estimator on the digits."""
     train_x, test_x = D.load_digits("train")[0], D.load_digits("test")[0]
     p = plan("digits", estimator, args)
-    opts = {**OVERRIDES.get(("digits", estimator), {}).get("setup", {}), "K": p["K"]}
-    setup = digits_setup(estimator, seed=args.seed, decay_at=int(0.6 * p["steps"]), **opts)
-    if args.smoke:
-        setup = digits_setup(estimator, seed=args.seed, hidden=32, K=p["K"])
+    setup = digits_setup(estimator, seed=args.seed, **p["setup"])
     run_dir = out / "runs" / f"digits-{estimator}"
     model, steps, train_s = train(setup, train_x.flatten(1), run_dir, args, p["steps"])
     fid = ClassifierFID("digits")
