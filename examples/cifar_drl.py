@@ -524,17 +524,19 @@ def param_hash(trainer: Trainer) -> str:
     return h.hexdigest()
 
 
-def reference_images(args, cfg: dict) -> np.ndarray | None:
-    """uint8 ``(N, 32, 32, 3)`` reference images for FID: ``--fid-ref`` (an ``.npz`` of images,
-    first array) when given, else the CIFAR-10 training images at ``--data``; None if neither."""
+def fid_reference(args, cfg: dict) -> dict[str, np.ndarray]:
+    """The FID reference, read once: ``{"images": uint8 (N, 32, 32, 3)}`` from ``--fid-ref``
+    (its first array) or, by default, the CIFAR-10 training images at ``--data``;
+    ``{"mu": ..., "sigma": ...}`` when ``--fid-ref`` holds pytorch-fid's statistics; ``{}``
+    when there is neither."""
     if args.fid_ref is not None:
         ref = np.load(args.fid_ref)
         if "mu" in ref.files:
-            return None  # precomputed statistics, not images (pytorch-fid only)
-        return ref[ref.files[0]]
+            return {"mu": ref["mu"], "sigma": ref["sigma"]}
+        return {"images": ref[ref.files[0]]}
     if cfg["data"] is not None:
-        return to_uint8(load_cifar10(cfg["data"], "train")[0])
-    return None
+        return {"images": to_uint8(load_cifar10(cfg["data"], "train")[0])}
+    return {}
 
 
 class _UInt8Images(torch.utils.data.Dataset):
@@ -563,15 +565,16 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
         f"pt_inception-2015-12-05-6726825d.pth), or feed {npz} (key 'samples': uint8 "
         f"N x 32 x 32 x 3) to your own FID/IS tool."
     )
-    have = []
-    for mod in ("torch_fidelity", "pytorch_fid"):
+    backend = None
+    for mod in ("torch_fidelity", "pytorch_fid"):  # the first that imports
         try:
             __import__(mod)
-            have.append(mod)
+            backend = mod
+            break
         except Exception:  # noqa: BLE001 -- e.g. a torchvision that does not match torch
             continue
     w = args.inception_weights
-    if not have:
+    if backend is None:
         log(f"FID/IS not computed: neither torch-fidelity nor pytorch-fid imports here "
             f"(weights and data are never downloaded).\n{how}")  # fmt: skip
         return {}
@@ -580,16 +583,17 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
             f"(given: {w}); weights are never downloaded.\n{how}")  # fmt: skip
         return {}
     samples = np.load(npz)["samples"]
-    ref = reference_images(args, cfg)
+    ref = fid_reference(args, cfg)
+    imgs = ref.get("images")
     cuda = torch.cuda.is_available()
-    if have[0] == "torch_fidelity":
+    if backend == "torch_fidelity":
         import torch_fidelity
 
         m = torch_fidelity.calculate_metrics(
             input1=_UInt8Images(samples),
-            input2=None if ref is None else _UInt8Images(ref),
+            input2=None if imgs is None else _UInt8Images(imgs),
             isc=True,
-            fid=ref is not None,
+            fid=imgs is not None,
             feature_extractor_weights_path=str(w),
             cuda=cuda,
             batch_size=200,
@@ -600,9 +604,9 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
             "is_std": float(m["inception_score_std"]),
         }
         msg = f"IS = {out['is_mean']:.3f} ± {out['is_std']:.3f}"
-        if ref is not None:
+        if imgs is not None:
             out["fid"] = float(m["frechet_inception_distance"])
-            msg += f", FID = {out['fid']:.3f} against {len(ref)} reference images"
+            msg += f", FID = {out['fid']:.3f} against {len(imgs)} reference images"
         else:
             msg += " (FID needs --data or --fid-ref images)"
         log(msg + " (torch-fidelity)")
@@ -613,8 +617,7 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
     from pytorch_fid.fid_score import calculate_frechet_distance
     from pytorch_fid.inception import InceptionV3
 
-    stats_file = np.load(args.fid_ref) if args.fid_ref is not None else None
-    if ref is None and (stats_file is None or "mu" not in stats_file.files):
+    if not ref:
         log(f"FID not computed: pytorch-fid needs reference images (--data or --fid-ref) or "
             f"statistics (--fid-ref with mu/sigma).\n{how}")  # fmt: skip
         return {}
@@ -644,7 +647,7 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
         f = np.concatenate(feats).astype(np.float64)
         return f.mean(0), np.cov(f, rowvar=False)
 
-    mu2, s2 = (stats_file["mu"], stats_file["sigma"]) if ref is None else stats(ref)
+    mu2, s2 = (ref["mu"], ref["sigma"]) if imgs is None else stats(imgs)
     mu1, s1 = stats(samples)
     out = {"fid": float(calculate_frechet_distance(mu1, s1, mu2, s2))}
     log(f"FID = {out['fid']:.3f} (pytorch-fid features; IS needs torch-fidelity)")

@@ -304,10 +304,10 @@ def test_fid_reference_defaults_to_the_cifar_training_images(tmp_path):
         blob = {b"data": data, b"labels": [0, 1]}
         (d / f"data_batch_{i}").write_bytes(pickle.dumps(blob, protocol=2))
     (d / "test_batch").write_bytes(pickle.dumps(blob, protocol=2))
-    ref = mod.reference_images(_eval_args(tmp_path), {"data": str(d)})
+    ref = mod.fid_reference(_eval_args(tmp_path), {"data": str(d)})["images"]
     want = np.concatenate(rows).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     assert ref.dtype == np.uint8 and np.array_equal(ref, want)
-    assert mod.reference_images(_eval_args(tmp_path), {"data": None}) is None
+    assert mod.fid_reference(_eval_args(tmp_path), {"data": None}) == {}
 
 
 def test_fid_explains_missing_weights_and_packages(tmp_path, monkeypatch):
