@@ -86,13 +86,15 @@ def _levels(t: Tensor | int | None, batch_shape: torch.Size, num_levels: int, de
             f"t has shape {tuple(t.shape)}, which does not broadcast to the batch shape "
             f"{tuple(batch_shape)}"
         ) from None
-    if t.numel() > 0 and (t.device.type != "cpu" or torch.compiler.is_compiling()):
+    if t.numel() == 0:
+        return t
+    if t.device.type != "cpu" or torch.compiler.is_compiling():
         # no host synchronisation on an accelerator (and no graph break under torch.compile):
         # the check runs on the device and fails there, asynchronously
         torch._assert_async(
             ((t >= 0) & (t < num_levels)).all(), f"t must lie in [0, {num_levels - 1}]"
         )
-    elif t.numel() > 0:
+    else:
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= num_levels:
             raise ValueError(
