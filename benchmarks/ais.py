@@ -98,7 +98,14 @@ def run_one(energy, base, truth, kernel, num_steps, particles, reps, seed) -> di
     init = base.sample(particles * reps, generator=g).reshape(particles, reps, -1)
     t0 = time.perf_counter()
     r = ais(
-        energy, base, kernel, particles, num_steps=num_steps, generator=g, init=init, progress=False
+        energy,
+        base,
+        kernel,
+        particles,
+        num_temperatures=num_steps,
+        generator=g,
+        init=init,
+        progress=False,
     )
     seconds = time.perf_counter() - t0
     err = r.log_z - truth

@@ -111,7 +111,7 @@ def run_ebmcmc(
         g = torch.Generator().manual_seed(seed)
         trace = ebmcmc.sample(
             energy,
-            HMC(step_size=0.1, num_steps=num_steps, jitter=jitter),
+            HMC(step_size=0.1, num_leapfrog_steps=num_steps, jitter=jitter),
             energy.initial_position(chains, g),
             num_samples=samples,
             num_warmup=warmup,

@@ -306,7 +306,7 @@ def run_pyro(kind: str, target: Target, run: Run, x0: torch.Tensor, seed: int) -
     else:
         # Pyro keeps trajectory_length = step_size * num_steps fixed (here 2.0) and
         # recomputes num_steps from the adapted step size.
-        kernel = PyroHMC(potential_fn=potential, step_size=0.1, num_steps=20)
+        kernel = PyroHMC(potential_fn=potential, step_size=0.1, num_leapfrog_steps=20)
         settings = "trajectory length 2.0 (step_size=0.1, num_steps=20), target accept 0.8"
     mcmc = PyroMCMC(
         kernel,
@@ -530,21 +530,21 @@ def table1(sizes: Sizes, seed: int) -> tuple[list[Row], dict[str, Any]]:
             ),
             (
                 "HMC L=10",
-                HMC(step_size=0.1, num_steps=10),
+                HMC(step_size=0.1, num_leapfrog_steps=10),
                 WindowAdaptation(),
                 sizes.ebm_hmc10,
                 "10 leapfrog steps, target accept 0.8, diagonal mass (defaults)",
             ),
             (
                 "HMC L=20, δ=0.95",
-                HMC(step_size=0.1, num_steps=20),
+                HMC(step_size=0.1, num_leapfrog_steps=20),
                 WindowAdaptation(target_accept=0.95),
                 sizes.ebm_hmc20,
                 "20 leapfrog steps, target accept 0.95, diagonal mass",
             ),
             (
                 "HMC L=30, δ=0.95, jitter",
-                HMC(step_size=0.1, num_steps=30, jitter=0.5),
+                HMC(step_size=0.1, num_leapfrog_steps=30, jitter=0.5),
                 WindowAdaptation(target_accept=0.95),
                 sizes.ebm_hmc30,
                 "30 leapfrog steps, step size jittered by U(0.5, 1.5) each transition, "

@@ -54,7 +54,7 @@ KERNELS = {
     "MALA": (lambda eps: MALA(step_size=0.1), (1000, 4000, 4)),
     "Langevin": (lambda eps: Langevin(step_size=eps), (1000, 4000, 4)),
     "Langevin (step/4)": (lambda eps: Langevin(step_size=eps / 4), (2000, 8000, 8)),
-    "HMC": (lambda eps: HMC(step_size=0.1, num_steps=16), (500, 1000, 1)),
+    "HMC": (lambda eps: HMC(step_size=0.1, num_leapfrog_steps=16), (500, 1000, 1)),
     "RandomWalk": (lambda eps: RandomWalk(step_size=0.5), (1000, 4000, 4)),
     "ReplicaExchange(MALA) x4": (
         lambda eps: ReplicaExchange(MALA(step_size=0.1), betas=LADDER),

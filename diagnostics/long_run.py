@@ -12,7 +12,7 @@ example), then:
 * **after a long run**: chains of the model's own sampler (unadjusted Langevin at the training
   step; for DRL, level 0's marginal energy at step ``s_0^2 / 2``) started from held-out data
   and from generated samples run ``--long-run`` steps (10,000 by default, 333x the training
-  K) through :func:`ebmcmc.diagnostics.stability`, which records energy, quality (MMD, or FID
+  K) through :func:`ebmcmc.studies.stability`, which records energy, quality (MMD, or FID
   for digits) and saturation at log-spaced steps and judges them against
   ``shared/algorithms.md`` section 5 (energy and quality within their bands of the short-run
   values, starts agreeing by nested R-hat, nothing non-finite or saturated).
@@ -42,11 +42,11 @@ import torch
 
 torch.set_num_threads(1)  # small networks: more threads cost more than they save
 
-from ebmcmc import data as D  # noqa: E402
+from ebmcmc import datasets as D  # noqa: E402
 from ebmcmc._files import atomic_write  # noqa: E402
-from ebmcmc.diagnostics import report_stability, stability  # noqa: E402
-from ebmcmc.metrics import ClassifierFID, kl_on_grid, mmd  # noqa: E402
-from ebmcmc.toy import ESTIMATORS, digits_setup, toy_setup  # noqa: E402
+from ebmcmc.app.setups import ESTIMATORS, digits_setup, toy_setup  # noqa: E402
+from ebmcmc.evaluation import ClassifierFID, kl_on_grid, mmd  # noqa: E402
+from ebmcmc.studies import StabilityCriteria, report_stability, stability  # noqa: E402
 from ebmcmc.train import Trainer  # noqa: E402
 
 #: data set -> (toy_setup options, KL grid half-width, KL grid resolution)
@@ -69,7 +69,7 @@ BASELINE_K = 60
 #: the conditional chain stable for 25,000 steps (table in docs/training.md).
 OVERRIDES = {
     ("digits", "drl"): {
-        "setup": {"K": 250, "b2": 4e-3, "loss_weight": "likelihood"},
+        "setup": {"num_langevin_steps": 250, "b2": 4e-3, "loss_weight": "likelihood"},
         "steps": 3000,
     },
 }
@@ -78,16 +78,16 @@ OVERRIDES = {
 def plan(name: str, estimator: str, args) -> dict:
     """One row's training steps, training chain length K, set-up options (``OVERRIDES``, K and
     the learning-rate decay; tiny networks for ``--smoke``), and the long run's length (at
-    least 100 K, ``shared/algorithms.md`` section 5) and reference step (K, the training
-    horizon)."""
+    least 100 K, the long-run criterion in ``docs/methods/long-run.md``) and reference step
+    (K, the training horizon)."""
     over = {} if args.smoke else OVERRIDES.get((name, estimator), {})
-    k = over.get("setup", {}).get("K", 30 if estimator == "drl" else BASELINE_K)
+    k = over.get("setup", {}).get("num_langevin_steps", 30 if estimator == "drl" else BASELINE_K)
     steps = over.get("steps", args.steps)
     if args.smoke:
         k = 5 if name != "digits" else 3
-        setup = {"hidden": 32, "K": k}
+        setup = {"hidden": 32, "num_langevin_steps": k}
     else:
-        setup = {**over.get("setup", {}), "K": k, "decay_at": int(0.6 * steps)}
+        setup = {**over.get("setup", {}), "num_langevin_steps": k, "decay_at": int(0.6 * steps)}
     long_run = args.long_run if args.smoke else max(args.long_run, 100 * k)
     return {"steps": steps, "K": k, "setup": setup, "long_run": long_run,
             "short_run": min(k, long_run)}  # fmt: skip
@@ -95,7 +95,7 @@ def plan(name: str, estimator: str, args) -> dict:
 
 class MMDRatio:
     """``x -> MMD_v(ref, x) / floor(len(x))``, with the V-statistic of
-    ``ebmcmc.metrics.mmd(unbiased=False)`` (always > 0; bandwidths from ``ref``): the floor is
+    ``ebmcmc.evaluation.mmd(unbiased=False)`` (always > 0; bandwidths from ``ref``): the floor is
     the mean MMD of independent data samples of the same size as ``x`` (the V-statistic's bias
     depends on the sample size), so 1 means "as close to the reference as data are"."""
 
@@ -252,10 +252,10 @@ def long_runs(setup, model, tag, x0, gen, quality, band, bounds, row, args, out,
             short_run=p["short_run"],
             checkpoints=10,
             quality_fn=qfn,
-            quality_band=band,
             bounds=bounds,
-            agreement="nested",
-            window=min(1000, p["long_run"] // 2),
+            criteria=StabilityCriteria(
+                quality_band=band, agreement="nested", window=min(1000, p["long_run"] // 2)
+            ),
             generator=args.seed,
             state_path=out / "runs" / f"{name}-stability.pt",
         )
@@ -311,7 +311,7 @@ def write_table(out: Path, rows: list[dict], args) -> Path:
         "# Long-run stability: DRL against CD-k, short-run ML and PCD",
         "",
         f"Regenerate: `.venv/bin/python diagnostics/long_run.py` ({datetime.date.today()}, "
-        "one CPU thread). Configuration: `ebmcmc.toy.toy_setup` / `digits_setup` (their "
+        "one CPU thread). Configuration: `ebmcmc.app.setups.toy_setup` / `digits_setup` (their "
         "docstrings list every constant) with the departures in `OVERRIDES` at the top of "
         "the script.",
         "",

@@ -1,6 +1,10 @@
 """ebmcmc: energy-based models and the MCMC that trains and samples them.
 
-The top level re-exports the pieces most scripts need:
+The top level re-exports the pieces most scripts need: :func:`sample`, :class:`Trace`,
+:class:`WindowAdaptation`, :func:`make_generator`, and the modules :mod:`ebmcmc.energy`,
+:mod:`ebmcmc.kernels` and :mod:`ebmcmc.targets`. ``ebmcmc.diagnostics`` (which loads ArviZ,
+xarray, pandas and matplotlib) is imported on first use, so ``import ebmcmc`` and running a
+kernel stay light.
 
 Example:
     >>> import torch, ebmcmc
@@ -13,17 +17,13 @@ Example:
     torch.Size([16, 100, 2])
 """
 
-from . import (
-    diagnostics,  # noqa: E402,I001  (diagnostics sits above the driver)
-    energy,
-    kernels,
-    targets,
-)
+from . import energy, kernels, targets
+from ._random import make_generator
 from .adaptation import WindowAdaptation
-from .sampling import make_generator, sample
+from .sampling import sample
 from .trace import Trace
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "energy",
@@ -36,3 +36,12 @@ __all__ = [
     "WindowAdaptation",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # heavy subpackages load on first use (``ebmcmc.diagnostics`` pulls in ArviZ and pandas)
+    if name == "diagnostics":
+        import importlib
+
+        return importlib.import_module(".diagnostics", __name__)
+    raise AttributeError(f"module 'ebmcmc' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Atomic file writes: a temporary file in the target's directory, then ``os.replace``.
 
 A reader never sees a half-written file, and an interrupted write leaves the previous version
-in place.
+in place. The data are flushed to disk (``fsync``) before the rename.
 """
 
 from __future__ import annotations
@@ -18,6 +18,29 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _fsync(path: str) -> None:
+    """Flush a written file's data to disk, so the rename never publishes an empty file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable (where the platform allows opening directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -42,7 +65,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -27,32 +27,38 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._deprecation import renamed_kwargs
+from ._random import make_generator
 from .energy import Annealed
 from .kernels.base import Kernel, State, check_positive
 
 __all__ = ["ais", "bdmc", "AISResult", "BDMCResult", "beta_schedule"]
 
 
-def beta_schedule(num_steps: int, kind: str = "sigmoid", dtype=torch.float64, **kw) -> Tensor:
-    """Inverse temperatures ``0 = beta_0 < … < beta_K = 1`` with ``K = num_steps``.
+@renamed_kwargs(num_steps="num_temperatures")
+def beta_schedule(
+    num_temperatures: int, kind: str = "sigmoid", dtype=torch.float64, **kw
+) -> Tensor:
+    """Inverse temperatures ``0 = beta_0 < … < beta_K = 1`` with ``K = num_temperatures``.
 
     Args:
-        num_steps: number of temperatures after ``beta_0`` (``>= 1``).
+        num_temperatures: number of temperatures after ``beta_0`` (``>= 1``).
         kind: ``"linear"``; ``"geometric"`` (log-spaced from ``beta_min``, default ``1e-4``);
             ``"sigmoid"`` (Grosse et al.: ``sigmoid`` of a linear grid on
             ``[-delta, delta]``, default ``delta=4``, rescaled to ``[0, 1]``).
 
     Returns:
-        Tensor of shape ``(num_steps + 1,)``.
+        Tensor of shape ``(num_temperatures + 1,)``.
 
     Example:
         >>> beta_schedule(4, "linear")
         tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000], dtype=torch.float64)
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    n = num_temperatures
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_temperatures must be an int >= 1, got {n!r}")
     if kind == "linear":
-        b = torch.linspace(0, 1, num_steps + 1, dtype=dtype)
+        b = torch.linspace(0, 1, n + 1, dtype=dtype)
     elif kind == "geometric":
         beta_min = kw.get("beta_min", 1e-4)
         if not 0 < beta_min < 1:
@@ -60,12 +66,12 @@ def beta_schedule(num_steps: int, kind: str = "sigmoid", dtype=torch.float64, **
         b = torch.cat(
             [
                 torch.zeros(1, dtype=dtype),
-                torch.logspace(math.log10(beta_min), 0, num_steps, dtype=dtype),
+                torch.logspace(math.log10(beta_min), 0, n, dtype=dtype),
             ]
         )
     elif kind == "sigmoid":
         delta = kw.get("delta", 4.0)
-        s = torch.sigmoid(torch.linspace(-delta, delta, num_steps + 1, dtype=dtype))
+        s = torch.sigmoid(torch.linspace(-delta, delta, n + 1, dtype=dtype))
         b = (s - s[0]) / (s[-1] - s[0])
     else:
         raise ValueError(f"kind must be 'linear', 'geometric' or 'sigmoid', got {kind!r}")
@@ -219,21 +225,23 @@ def _run(
     )
 
 
-def _resolve_betas(betas, num_steps, schedule) -> Tensor:
-    if betas is not None and num_steps is not None:
-        raise ValueError("give either betas or num_steps, not both")
+def _resolve_betas(betas, num_temperatures, schedule) -> Tensor:
+    if betas is not None and num_temperatures is not None:
+        raise ValueError("give either betas or num_temperatures, not both")
     if betas is None:
-        return beta_schedule(num_steps if num_steps is not None else 100, schedule)
+        n = num_temperatures if num_temperatures is not None else 100
+        return beta_schedule(n, schedule)
     return _check_betas(betas)
 
 
+@renamed_kwargs(num_steps="num_temperatures")
 def ais(
     energy: Callable[[Tensor], Tensor],
     base,
     kernel: Kernel,
     num_chains: int,
     betas=None,
-    num_steps: int | None = None,
+    num_temperatures: int | None = None,
     generator: torch.Generator | int | None = None,
     progress: bool = True,
     schedule: str = "sigmoid",
@@ -252,8 +260,9 @@ def ais(
         kernel: transition kernel used at every temperature (its ``step_size`` is the
             starting value of the per-temperature adaptation).
         num_chains: number of particles.
-        betas: the temperature ladder (``0 … 1``, increasing); or give ``num_steps``.
-        num_steps: number of temperatures for ``schedule`` (default 100 if neither is given).
+        betas: the temperature ladder (``0 … 1``, increasing); or give ``num_temperatures``.
+        num_temperatures: number of temperatures for ``schedule`` (default 100 if neither is
+            given).
         generator: ``torch.Generator`` or int seed.
         progress: tqdm progress bar.
         schedule: ``"sigmoid"``, ``"linear"`` or ``"geometric"`` (see :func:`beta_schedule`).
@@ -273,18 +282,17 @@ def ais(
         >>> from ebmcmc.targets import Gaussian
         >>> target = Gaussian(torch.ones(2), 0.5 * torch.eye(2))
         >>> base = Gaussian(torch.zeros(2), torch.eye(2))
-        >>> r = ais(target, base, MALA(0.3), num_chains=512, num_steps=50, generator=0,
+        >>> r = ais(target, base, MALA(0.3), num_chains=512, num_temperatures=50, generator=0,
         ...         progress=False)
         >>> abs(float(r.log_z) - target.log_z) < 4 * float(r.log_z_se) + 0.05
         True
     """
-    from .sampling import make_generator
 
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel must be an ebmcmc Kernel, got {type(kernel).__name__}")
     check_positive("num_chains", num_chains)
     check_positive("steps_per_temperature", steps_per_temperature)
-    b = _resolve_betas(betas, num_steps, schedule)
+    b = _resolve_betas(betas, num_temperatures, schedule)
     if init is None:
         gen_cpu = make_generator(generator)
         x = base.sample(int(num_chains), generator=gen_cpu)
@@ -334,13 +342,14 @@ class BDMCResult:
         return self.upper.log_z - self.lower.log_z
 
 
+@renamed_kwargs(num_steps="num_temperatures")
 def bdmc(
     energy: Callable[[Tensor], Tensor],
     base,
     kernel: Kernel,
     exact_samples: Tensor,
     betas=None,
-    num_steps: int | None = None,
+    num_temperatures: int | None = None,
     generator: torch.Generator | int | None = None,
     progress: bool = True,
     schedule: str = "sigmoid",
@@ -364,13 +373,13 @@ def bdmc(
         >>> target = Gaussian(torch.ones(2), 0.5 * torch.eye(2))
         >>> base = Gaussian(torch.zeros(2), torch.eye(2))
         >>> x = target.sample(256, generator=torch.Generator().manual_seed(0))
-        >>> r = bdmc(target, base, MALA(0.3), x, num_steps=30, generator=0, progress=False)
+        >>> r = bdmc(target, base, MALA(0.3), x, num_temperatures=30, generator=0,
+        ...          progress=False)
         >>> bool(r.lower.log_z < r.upper.log_z)
         True
     """
-    from .sampling import make_generator
 
-    b = _resolve_betas(betas, num_steps, schedule)
+    b = _resolve_betas(betas, num_temperatures, schedule)
     n = exact_samples.shape[0]
     gen = make_generator(generator)
     # the forward run starts from base draws of the same shape as the exact samples, so that

@@ -9,11 +9,13 @@ and combine energies (tempering, geometric annealing paths, products of experts)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from ._deprecation import deprecated_alias
 
 __all__ = [
     "Energy",
@@ -22,9 +24,6 @@ __all__ = [
     "validate",
     "from_log_prob",
     "from_distribution",
-    "tempered",
-    "annealed",
-    "sum_of",
     "Tempered",
     "Annealed",
     "SumOf",
@@ -238,9 +237,14 @@ def _per_batch(value, e: Tensor) -> Tensor:
 
 
 class Tempered(torch.nn.Module):
-    """``beta * E(x)``: the energy of ``p(x)^beta``. ``beta`` may be a per-chain tensor.
+    """``beta * E(x)``: the energy of ``p(x)^beta`` (tempering).
 
-    Shapes: ``x`` ``(*batch, *event)`` → ``batch``; ``beta`` scalar or broadcastable to batch.
+    Args:
+        energy: the energy.
+        beta: inverse temperature ``>= 0``; a scalar or a per-chain tensor broadcastable to
+            the batch (e.g. a ladder of shape ``(R, 1)`` for ``R`` replicas).
+
+    Shapes: ``x`` ``(*batch, *event)`` → ``batch``.
 
     Example:
         >>> import torch
@@ -259,28 +263,16 @@ class Tempered(torch.nn.Module):
         return _per_batch(self.beta, e) * e
 
 
-def tempered(energy: Callable[[Tensor], Tensor], beta) -> Tempered:
-    """Temper an energy: ``beta * E(x)``.
+class Annealed(torch.nn.Module):
+    """The geometric path ``(1 - beta) * E_base(x) + beta * E_target(x)`` between two energies,
+    i.e. the density ``p_base^(1 - beta) p_target^beta`` (annealing, AIS).
 
     Args:
-        energy: the energy.
-        beta: inverse temperature, ``>= 0``; a scalar or a tensor broadcastable to the batch.
+        base: the energy at ``beta = 0``.
+        target: the energy at ``beta = 1``.
+        beta: in ``[0, 1]``; a scalar or a per-chain tensor broadcastable to the batch.
 
-    Returns:
-        The tempered energy.
-
-    Example:
-        >>> import torch
-        >>> tempered(lambda x: (x**2).sum(-1), 2.0)(torch.ones(3, 1))
-        tensor([2., 2., 2.])
-    """
-    return Tempered(energy, beta)
-
-
-class Annealed(torch.nn.Module):
-    """Geometric path ``(1 - beta) * E_base(x) + beta * E_target(x)``.
-
-    Shapes: ``x`` ``(*batch, *event)`` → ``batch``; ``beta`` scalar or broadcastable to batch.
+    Shapes: ``x`` ``(*batch, *event)`` → ``batch``.
 
     Example:
         >>> import torch
@@ -305,43 +297,29 @@ class Annealed(torch.nn.Module):
         return (1 - b) * eb + b * et
 
 
-def annealed(
-    base: Callable[[Tensor], Tensor], target: Callable[[Tensor], Tensor], beta
-) -> Annealed:
-    """The geometric annealing path between a base energy and a target energy.
-
-    ``E_beta(x) = (1 - beta) E_base(x) + beta E_target(x)``, i.e. density
-    ``p_base^(1-beta) p_target^beta``.
+class SumOf(torch.nn.Module):
+    """Weighted sum of energies: a product of experts ``prod_i p_i(x)^{w_i}`` (compositional
+    generation: every expert must agree).
 
     Args:
-        base: energy at ``beta = 0``.
-        target: energy at ``beta = 1``.
-        beta: in ``[0, 1]``, scalar or per-chain tensor.
-
-    Example:
-        >>> import torch
-        >>> annealed(lambda x: x.sum(-1), lambda x: 3 * x.sum(-1), 1.0)(torch.ones(2, 1))
-        tensor([3., 3.])
-    """
-    return Annealed(base, target, beta)
-
-
-class SumOf(torch.nn.Module):
-    """Weighted sum of energies: a product of experts ``prod_i p_i(x)^{w_i}``.
+        *energies: energies over the same event shape (a single list is accepted too).
+        weights: optional per-expert weights ``w_i``.
 
     Shapes: ``x`` ``(*batch, *event)`` → ``batch``.
 
     Example:
         >>> import torch
-        >>> SumOf([lambda x: x.sum(-1), lambda x: 2 * x.sum(-1)])(torch.ones(1, 2))
+        >>> SumOf(lambda x: x.sum(-1), lambda x: 2 * x.sum(-1))(torch.ones(1, 2))
         tensor([6.])
     """
 
-    def __init__(self, energies: Sequence[Callable[[Tensor], Tensor]], weights=None):
+    def __init__(self, *energies: Callable[[Tensor], Tensor], weights=None):
         super().__init__()
+        if len(energies) == 1 and isinstance(energies[0], list | tuple):
+            energies = tuple(energies[0])  # SumOf([e1, e2]), the 0.1 form
         energies = list(energies)
         if not energies:
-            raise ValueError("sum_of needs at least one energy")
+            raise ValueError("SumOf needs at least one energy")
         for i, e in enumerate(energies):
             if not callable(e):
                 raise TypeError(f"energies[{i}] is not callable")
@@ -366,22 +344,6 @@ class SumOf(torch.nn.Module):
         return total
 
 
-def sum_of(*energies: Callable[[Tensor], Tensor], weights=None) -> SumOf:
-    """Sum energies (a product of experts), optionally weighted.
-
-    Args:
-        *energies: energies over the same event shape.
-        weights: optional per-expert weights.
-
-    Example:
-        >>> import torch
-        >>> e = sum_of(lambda x: (x**2).sum(-1), lambda x: x.sum(-1))
-        >>> e(torch.ones(2, 2))
-        tensor([4., 4.])
-    """
-    return SumOf(energies, weights)
-
-
 def from_pyro(model, *args, vectorize: bool = True, **kwargs):
     """A Pyro model's potential as a batched energy on a flat unconstrained vector.
 
@@ -396,3 +358,9 @@ def from_pyro(model, *args, vectorize: bool = True, **kwargs):
     from .pyro_model import from_pyro as _from_pyro
 
     return _from_pyro(model, *args, vectorize=vectorize, **kwargs)
+
+
+# 0.1 spellings of the combinators (one name per combinator since 0.2; removed in 0.3)
+tempered = deprecated_alias(Tempered, "ebmcmc.energy.tempered", "ebmcmc.energy.Tempered")
+annealed = deprecated_alias(Annealed, "ebmcmc.energy.annealed", "ebmcmc.energy.Annealed")
+sum_of = deprecated_alias(SumOf, "ebmcmc.energy.sum_of", "ebmcmc.energy.SumOf")

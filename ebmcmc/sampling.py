@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._random import make_generator
 from .adaptation import WindowAdaptation
 from .kernels.base import Info, Kernel, State
 from .trace import Trace
@@ -17,29 +18,6 @@ from .trace import Trace
 __all__ = ["sample", "make_generator"]
 
 TraceFn = Callable[[State, Info], "Tensor | dict[str, Tensor]"]
-
-
-def make_generator(generator=None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` from a generator, an int seed, or ``None`` (fresh random seed).
-
-    Example:
-        >>> g = make_generator(0)
-        >>> g.initial_seed()
-        0
-    """
-    if isinstance(generator, torch.Generator):
-        return generator
-    g = torch.Generator(device=device)
-    if generator is None:
-        g.seed()
-    elif isinstance(generator, int) and not isinstance(generator, bool):
-        g.manual_seed(generator)
-    else:
-        raise TypeError(
-            f"generator must be a torch.Generator, an int seed or None, got "
-            f"{type(generator).__name__}"
-        )
-    return g
 
 
 def _default_trace_fn(state: State, info: Info) -> Tensor:
@@ -106,7 +84,8 @@ def sample(
         >>> import torch, ebmcmc
         >>> from ebmcmc.kernels import HMC
         >>> from ebmcmc.targets import Banana
-        >>> tr = ebmcmc.sample(Banana(), HMC(step_size=0.1, num_steps=10), torch.zeros(64, 2),
+        >>> tr = ebmcmc.sample(Banana(), HMC(step_size=0.1, num_leapfrog_steps=10),
+        ...                    torch.zeros(64, 2),
         ...                    num_samples=200, num_warmup=200, generator=0, progress=False)
         >>> tr.draws.shape
         torch.Size([64, 200, 2])

@@ -10,11 +10,18 @@ cast to the input's dtype and device on use.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["Target", "Gaussian", "GaussianMixture", "Banana", "Funnel"]
+from ._checks import check_nonneg, check_pos
+from ._random import make_generator
+
+__all__ = ["Target", "Gaussian", "GaussianMixture", "Banana", "Funnel", "Rings", "RING_RADII"]
+
+RING_RADII = (1.0, 2.0, 3.0, 4.0)
+"""The default radii of :class:`Rings` (DAEBM's four rings)."""
 
 
 class Target:
@@ -61,7 +68,7 @@ class Target:
         """Normalized log density ``-E(x) - log_z``; shape ``(*batch, *event) -> batch``."""
         return -self.energy(x) - self.log_z
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         """``n`` exact draws, shape ``(n, *event)``, float64."""
         raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
 
@@ -118,7 +125,7 @@ class Gaussian(Target):
 
     @classmethod
     def ill_conditioned(
-        cls, dim: int, condition_number: float, generator: torch.Generator | None = None
+        cls, dim: int, condition_number: float, generator: torch.Generator | int | None = None
     ) -> Gaussian:
         """A zero-mean Gaussian with a random rotation and log-spaced variances in
         ``[1, condition_number]``.
@@ -129,6 +136,7 @@ class Gaussian(Target):
             >>> round(float(torch.linalg.cond(g.cov)))
             100
         """
+        generator = make_generator(generator)
         q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
         lam = torch.logspace(0, math.log10(condition_number), dim, dtype=torch.float64)
         cov = (q * lam) @ q.T
@@ -139,8 +147,9 @@ class Gaussian(Target):
         d = x - self._p("mean", x)
         return 0.5 * ((d @ self._p("precision", x)) * d).sum(-1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         n = _check_n(n)
+        generator = make_generator(generator)
         z = torch.randn(n, self.event_shape[0], generator=generator, dtype=torch.float64)
         return self.mean + z @ self.scale_tril.T
 
@@ -203,8 +212,9 @@ class GaussianMixture(Target):
     def energy(self, x: Tensor) -> Tensor:
         return -torch.logsumexp(self.component_log_prob(x), dim=-1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         n = _check_n(n)
+        generator = make_generator(generator)
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.event_shape[0], generator=generator, dtype=torch.float64)
         return self.means[idx] + torch.einsum("nij,nj->ni", self.scale_tril[idx], z)
@@ -234,8 +244,9 @@ class Banana(Target):
         x1, x2 = x[..., 0], x[..., 1]
         return 0.5 * (1 - x1) ** 2 + 5 * (x2 - x1**2) ** 2
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         n = _check_n(n)
+        generator = make_generator(generator)
         z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
         x1 = 1 + z[:, 0]
         x2 = x1**2 + z[:, 1] / math.sqrt(10.0)
@@ -280,8 +291,84 @@ class Funnel(Target):
         e_x = 0.5 * (rest**2).sum(-1) * torch.exp(-v) + 0.5 * k * (v + math.log(2 * math.pi))
         return e_v + e_x
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         n = _check_n(n)
+        generator = make_generator(generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         v = self.scale * z[:, :1]
         return torch.cat([v, z[:, 1:] * torch.exp(v / 2)], dim=-1)
+
+
+def _check_radii(radii) -> Tensor:
+    try:
+        r = torch.as_tensor(radii, dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
+    if r.ndim != 1 or r.numel() == 0 or not torch.isfinite(r).all() or (r <= 0).any():
+        raise ValueError(f"radii must be a non-empty sequence of positive numbers, got {radii!r}")
+    return r
+
+
+class Rings(Target):
+    """Equal-mass concentric rings blurred by isotropic Gaussian noise (exact density).
+
+    With ``s^2 = std^2 + noise_std^2``, ring ``k`` (radius ``r_k``) has density
+    ``exp(-(rho^2 + r_k^2) / (2 s^2)) I_0(rho r_k / s^2) / (2 pi s^2)`` at distance ``rho`` from
+    the origin (a point uniform on the circle plus ``N(0, s^2 I)``); it is evaluated stably as
+    ``exp(-(rho - r_k)^2 / (2 s^2)) i0e(rho r_k / s^2) / (2 pi s^2)``. Energy ``-log p``, so
+    ``log_z = 0``; mean 0, covariance ``(mean_k r_k^2 / 2 + s^2) I``.
+
+    Args:
+        radii: ring radii, shape ``(K,)``.
+        std: sd of the data's own noise.
+        noise_std: sd of extra convolved noise.
+
+    Example:
+        >>> import torch
+        >>> t = Rings()
+        >>> t.sample(3, torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(
+        self, radii: Sequence[float] = RING_RADII, std: float = 0.01, noise_std: float = 0.0
+    ):
+        super().__init__()
+        self.radii = _check_radii(radii)
+        self.std = check_pos("std", std)
+        self.noise_std = check_nonneg("noise_std", noise_std)
+        self.scale = math.sqrt(self.std**2 + self.noise_std**2)
+        self.event_shape = (2,)
+        self.log_z = 0.0
+        k = self.radii.numel()
+        self.log_w = torch.full((k,), -math.log(k), dtype=torch.float64)
+        self.mean = torch.zeros(2, dtype=torch.float64)
+        var = float((self.radii**2).mean()) / 2 + self.scale**2
+        self.cov = var * torch.eye(2, dtype=torch.float64)
+
+    def energy(self, x: Tensor) -> Tensor:
+        """``-log p(x)``; shape ``(*batch, 2) -> batch``; differentiable in ``x``."""
+        self._check(x)
+        s2 = self.scale**2
+        rho = torch.linalg.vector_norm(x, dim=-1)[..., None]
+        r = self._p("radii", x)
+        comp = (
+            self._p("log_w", x)
+            - math.log(2 * math.pi * s2)
+            - (rho - r) ** 2 / (2 * s2)
+            + torch.log(torch.special.i0e(rho * r / s2))
+        )
+        return -torch.logsumexp(comp, dim=-1)
+
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
+        """``n`` exact draws, shape ``(n, 2)``, float64."""
+        return _ring_points(self.radii, self.scale, _check_n(n), make_generator(generator))
+
+
+def _ring_points(radii: Tensor, scale: float, n: int, g) -> Tensor:
+    dev = g.device
+    k = torch.randint(radii.numel(), (n,), generator=g, device=dev)
+    theta = 2 * math.pi * torch.rand(n, generator=g, device=dev, dtype=torch.float64)
+    z = torch.randn(n, 2, generator=g, device=dev, dtype=torch.float64)
+    rad = radii.to(dev)[k]
+    return torch.stack([rad * torch.cos(theta), rad * torch.sin(theta)], dim=-1) + scale * z

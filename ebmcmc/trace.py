@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import arviz_bridge
 from ._files import atomic_write
 from .kernels.base import Kernel, State
 
@@ -109,6 +108,8 @@ class Trace:
             ...                    progress=False)
             >>> idata = tr.to_arviz()
         """
+        from . import arviz_bridge  # ArviZ loads only when a trace is converted
+
         posterior = {k: _to_numpy(v) for k, v in self.variables.items()}
         stats = {k: _to_numpy(v) for k, v in self.stats.items()}
         if "energy" in stats:
@@ -319,6 +320,17 @@ def _to_flat(obj, prefix: str, base: type) -> tuple[dict[str, Any], dict[str, np
     return attrs, arrays
 
 
+#: fields renamed since ebmcmc 0.1: new name -> the name a 0.1 trace file stores
+_OLD_FIELD_NAMES = {"num_leapfrog_steps": "num_steps"}
+
+
+def _stored(ds, key: str) -> bool:
+    return any(
+        k in ds.attrs or k in ds.data_vars
+        for k in (key, f"{key}.class", f"{key}.none", f"{key}.bool")
+    )
+
+
 def _from_flat(ds, prefix: str, base: type):
     path = ds.attrs[f"{prefix}.class"]
     what = base.__name__.lower()
@@ -333,6 +345,9 @@ def _from_flat(ds, prefix: str, base: type):
         if not f.init:
             continue
         key = f"{prefix}.{f.name}"
+        old = _OLD_FIELD_NAMES.get(f.name)
+        if old is not None and not _stored(ds, key) and _stored(ds, f"{prefix}.{old}"):
+            key = f"{prefix}.{old}"  # a trace written by ebmcmc 0.1
         if f"{key}.class" in ds.attrs:
             kwargs[f.name] = _from_flat(ds, key, base)
         elif key in ds.data_vars:

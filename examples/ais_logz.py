@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def mixture_log_z(seed: int, particles: int, num_steps: int) -> None:
+def mixture_log_z(seed: int, particles: int, num_temperatures: int) -> None:
     mix = GaussianMixture(
         torch.tensor([[-4.0, 1.0], [3.0, -2.0]], dtype=DT),
         torch.tensor([[[1.0, 0.3], [0.3, 0.5]], [[0.6, -0.2], [-0.2, 1.2]]], dtype=DT),
@@ -61,12 +61,18 @@ def mixture_log_z(seed: int, particles: int, num_steps: int) -> None:
     base = Gaussian(torch.zeros(2, dtype=DT), 9 * torch.eye(2, dtype=DT))  # covers both modes
     print(
         f"=== log Z of a 2-D two-mode mixture (exact -3.7), {particles} particles, "
-        f"{num_steps} temperatures"
+        f"{num_temperatures} temperatures"
     )
     for name, kernel in (("MALA", MALA(0.1)), ("HMC", HMC(0.1, 5))):
         t0 = time.perf_counter()
         r = ais(
-            energy, base, kernel, particles, num_steps=num_steps, generator=seed, progress=False
+            energy,
+            base,
+            kernel,
+            particles,
+            num_temperatures=num_temperatures,
+            generator=seed,
+            progress=False,
         )
         z = (float(r.log_z) + 3.7) / float(r.log_z_se)
         print(
@@ -93,7 +99,9 @@ def bdmc_sweep(seed: int, particles: int, reps: int, ladder: list[int]) -> dict:
     res = {"k": [], "lower": [], "lower_se": [], "upper": [], "upper_se": [], "gap": []}
     for k in ladder:
         t0 = time.perf_counter()
-        r = bdmc(target, base, MALA(0.1), exact, num_steps=k, generator=seed + k, progress=False)
+        r = bdmc(
+            target, base, MALA(0.1), exact, num_temperatures=k, generator=seed + k, progress=False
+        )
         lo, up = r.lower.log_z, r.upper.log_z  # (reps,)
         res["k"].append(k)
         res["lower"].append(float(lo.mean()))
@@ -155,10 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
-        mixture_log_z(args.seed, particles=128, num_steps=30)
+        mixture_log_z(args.seed, particles=128, num_temperatures=30)
         res = bdmc_sweep(args.seed, particles=32, reps=4, ladder=[3, 10, 30])
     else:
-        mixture_log_z(args.seed, particles=1024, num_steps=200)
+        mixture_log_z(args.seed, particles=1024, num_temperatures=200)
         res = bdmc_sweep(args.seed, particles=128, reps=8, ladder=[3, 10, 30, 100, 300, 1000])
     path = out / "ais_logz.png"
     plot(res, path)

@@ -37,11 +37,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import pickle
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -50,15 +48,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 
 from ebmcmc._files import atomic_write  # noqa: E402
-from ebmcmc.data import load_cifar10, random_hflip  # noqa: E402
+from ebmcmc.datasets import load_cifar10, random_hflip  # noqa: E402
 from ebmcmc.diffusion import DRLSchedule  # noqa: E402
 from ebmcmc.estimators import DiffusionRecoveryLikelihood  # noqa: E402
-from ebmcmc.estimators.base import Estimator  # noqa: E402
+from ebmcmc.evaluation import InceptionUnavailable, inception_metrics, to_uint8  # noqa: E402
+from ebmcmc.evaluation.inception import inception_backend  # noqa: E402
 from ebmcmc.nn import DRLResNet  # noqa: E402
-from ebmcmc.train import TrainConfig, Trainer, load_checkpoint, save_atomic  # noqa: E402
+from ebmcmc.train import (  # noqa: E402
+    DistributedContext,
+    DistributedTrainer,
+    TrainConfig,
+    Trainer,
+    WrappedEstimator,
+    autocast_wrapper,
+)
 
 # --------------------------------------------------------------------------- configuration
 PAPER = dict(
@@ -213,195 +218,6 @@ def build_model(cfg: dict) -> DRLResNet:
     )
 
 
-# --------------------------------------------------------------------------- distributed
-class Dist:
-    """Rank, world size and the collectives used here (a no-op outside torchrun)."""
-
-    def __init__(self, device_arg: str | None):
-        self.enabled = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        if device_arg is not None:
-            dev = torch.device(device_arg)
-        else:
-            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if dev.type == "cuda" and self.enabled:
-            dev = torch.device("cuda", local)
-        elif dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        self.device = dev
-        if self.enabled and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-    @torch.no_grad()
-    def broadcast_module(self, module: torch.nn.Module) -> None:
-        if self.enabled:
-            for t in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(t.data, 0)
-
-    @torch.no_grad()
-    def grad_hook(self, model: torch.nn.Module) -> None:
-        """Average the gradients over ranks (one flat all-reduce); sync the SN buffers."""
-        if not self.enabled:
-            return
-        params = [p for p in model.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        flat /= self.world
-        i = 0
-        for p in params:
-            n = p.numel()
-            p.grad.copy_(flat[i : i + n].view_as(p.grad))
-            i += n
-        bufs = [b for b in model.buffers() if b.is_floating_point()]
-        if bufs:
-            fb = torch.cat([b.reshape(-1) for b in bufs])
-            dist.broadcast(fb, 0)
-            i = 0
-            for b in bufs:
-                b.copy_(fb[i : i + b.numel()].view_as(b))
-                i += b.numel()
-
-    def mean(self, values: dict[str, float]) -> dict[str, float]:
-        if not self.enabled:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        t /= self.world
-        return dict(zip(keys, t.tolist(), strict=True))
-
-
-class DistTrainer(Trainer):
-    """A :class:`Trainer` whose checkpoints hold every rank's generator; rank 0 writes them."""
-
-    def __init__(self, *a, dist_info: Dist, **kw):
-        super().__init__(*a, **kw)
-        self.dist = dist_info
-
-    def save(self, path=None):
-        state = self.state_dict()
-        gen = self.generator.get_state().cpu()
-        if self.dist.enabled:
-            gens = [None] * self.dist.world
-            dist.all_gather_object(gens, gen)
-        else:
-            gens = [gen]
-        state["rank_generators"] = gens
-        state["world_size"] = self.dist.world
-        out = None
-        if self.dist.is_main:
-            path = self.run_dir / "checkpoint.pt" if path is None else path
-            out = save_atomic(state, path)
-        self.dist.barrier()
-        return out
-
-    def load(self, path) -> None:
-        super().load(path)
-        ckpt = load_checkpoint(path, map_location="cpu")
-        gens = ckpt.get("rank_generators")
-        if gens is not None:
-            if len(gens) != self.dist.world:
-                raise SystemExit(
-                    f"{path} was written by {len(gens)} process(es) and this run has "
-                    f"{self.dist.world}; an exact resume needs the same number"
-                )
-            g = gens[self.dist.rank]
-            self.generator.set_state(g if self.device.type == "cpu" else g.to(self.device))
-
-
-# --------------------------------------------------------------------------- bf16 / compile
-class FastModel(torch.nn.Module):
-    """Calls ``net`` (optionally compiled) under bf16 autocast; returns float32 energies.
-
-    With ``sampler_fp32`` the calls whose input requires grad (the Langevin gradient wrt ``x``)
-    run in float32, so only the two loss evaluations per step use bf16.
-    """
-
-    def __init__(self, net, bf16: bool, sampler_fp32: bool, compiled=None):
-        super().__init__()
-        self.net, self.bf16, self.sampler_fp32 = net, bf16, sampler_fp32
-        self.compiled = compiled
-
-    def forward(self, x, t):
-        use_bf16 = self.bf16 and not (self.sampler_fp32 and x.requires_grad)
-        fn = self.net
-        if self.compiled is not None:
-            fn = self.compiled
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            try:
-                out = fn(x, t)
-            except Exception as err:  # noqa: BLE001 - any compile failure: fall back
-                if self.compiled is None:
-                    raise
-                warnings.warn(
-                    f"torch.compile failed ({type(err).__name__}: {err}); running eagerly",
-                    stacklevel=2,
-                )
-                self.compiled = None
-                out = self.net(x, t)
-        return out.float()
-
-
-class WrappedDRL(Estimator):
-    """The DRL estimator called with a :class:`FastModel` around the trainer's module.
-
-    The trainer keeps the plain module (clean state dicts, EMA, checkpoints).
-    """
-
-    def __init__(self, inner: DiffusionRecoveryLikelihood, wrap):
-        self.inner, self.wrap = inner, wrap
-
-    def loss(self, model, batch, generator=None):
-        return self.inner.loss(self.wrap(model), batch, generator)
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
-
-
-def make_wrapper(cfg: dict):
-    """``model -> callable`` applying --bf16 / --compile (cached per module)."""
-    cache: dict[int, torch.nn.Module] = {}
-
-    def wrap(model):
-        if not (cfg["bf16"] or cfg["compile"]):
-            return model
-        if id(model) not in cache:
-            compiled = None
-            if cfg["compile"]:
-                try:
-                    compiled = torch.compile(model)
-                except Exception as err:  # noqa: BLE001
-                    warnings.warn(
-                        f"torch.compile unavailable ({err}); running eagerly", stacklevel=2
-                    )
-            cache[id(model)] = FastModel(model, cfg["bf16"], not cfg["bf16_sampler"], compiled)
-        return cache[id(model)]
-
-    return wrap
-
-
 # --------------------------------------------------------------------------- data
 def synthetic_cifar(n: int, seed: int) -> torch.Tensor:
     """SYNTHETIC stand-in for CIFAR-10: ``n`` uniform random uint8 images scaled to [-1, 1].
@@ -443,12 +259,6 @@ def load_data(cfg: dict, log) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- outputs
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """``(N, 3, H, W)`` in [-1, 1] -> uint8 ``(N, H, W, 3)`` (the layout FID tools expect)."""
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
 def save_grid(x: torch.Tensor, path: Path, title: str = "") -> None:
     imgs = to_uint8(x)
     n = imgs.shape[0]
@@ -539,19 +349,6 @@ def fid_reference(args, cfg: dict) -> dict[str, np.ndarray]:
     return {}
 
 
-class _UInt8Images(torch.utils.data.Dataset):
-    """uint8 ``(N, H, W, 3)`` as a dataset of ``(3, H, W)`` uint8 tensors (torch-fidelity)."""
-
-    def __init__(self, imgs: np.ndarray):
-        self.imgs = imgs
-
-    def __len__(self) -> int:
-        return len(self.imgs)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.imgs[i])).permute(2, 0, 1)
-
-
 def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
     """FID (and IS) of the samples in ``npz`` through torch-fidelity or pytorch-fid, with the
     Inception weights at ``--inception-weights`` (never downloaded). Returns the metrics
@@ -565,14 +362,7 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
         f"pt_inception-2015-12-05-6726825d.pth), or feed {npz} (key 'samples': uint8 "
         f"N x 32 x 32 x 3) to your own FID/IS tool."
     )
-    backend = None
-    for mod in ("torch_fidelity", "pytorch_fid"):  # the first that imports
-        try:
-            __import__(mod)
-            backend = mod
-            break
-        except Exception:  # noqa: BLE001 -- e.g. a torchvision that does not match torch
-            continue
+    backend = inception_backend()
     w = args.inception_weights
     if backend is None:
         log(f"FID/IS not computed: neither torch-fidelity nor pytorch-fid imports here "
@@ -582,75 +372,21 @@ def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
         log(f"FID/IS not computed: --inception-weights must name an existing local file "
             f"(given: {w}); weights are never downloaded.\n{how}")  # fmt: skip
         return {}
-    samples = np.load(npz)["samples"]
     ref = fid_reference(args, cfg)
-    imgs = ref.get("images")
-    cuda = torch.cuda.is_available()
-    if backend == "torch_fidelity":
-        import torch_fidelity
-
-        m = torch_fidelity.calculate_metrics(
-            input1=_UInt8Images(samples),
-            input2=None if imgs is None else _UInt8Images(imgs),
-            isc=True,
-            fid=imgs is not None,
-            feature_extractor_weights_path=str(w),
-            cuda=cuda,
-            batch_size=200,
-            verbose=False,
-        )
-        out = {
-            "is_mean": float(m["inception_score_mean"]),
-            "is_std": float(m["inception_score_std"]),
-        }
+    try:
+        out = inception_metrics(np.load(npz)["samples"], w, ref or None, backend=backend)
+    except InceptionUnavailable as err:
+        log(f"FID/IS not computed: {err}; give reference images with --data or --fid-ref.\n{how}")
+        return {}
+    if "is_mean" in out:
         msg = f"IS = {out['is_mean']:.3f} ± {out['is_std']:.3f}"
-        if imgs is not None:
-            out["fid"] = float(m["frechet_inception_distance"])
-            msg += f", FID = {out['fid']:.3f} against {len(imgs)} reference images"
+        if "fid" in out:
+            msg += f", FID = {out['fid']:.3f} against {len(ref['images'])} reference images"
         else:
             msg += " (FID needs --data or --fid-ref images)"
         log(msg + " (torch-fidelity)")
-        return out
-    import tempfile
-
-    from pytorch_fid import inception as pfi
-    from pytorch_fid.fid_score import calculate_frechet_distance
-    from pytorch_fid.inception import InceptionV3
-
-    if not ref:
-        log(f"FID not computed: pytorch-fid needs reference images (--data or --fid-ref) or "
-            f"statistics (--fid-ref with mu/sigma).\n{how}")  # fmt: skip
-        return {}
-    dev = torch.device("cuda" if cuda else "cpu")
-    # pytorch-fid loads its FID Inception weights with torch.hub from FID_WEIGHTS_URL; put the
-    # user's file where torch.hub looks first, so it is found and nothing is fetched
-    hub = Path(tempfile.mkdtemp(prefix="fid_hub_"))
-    (hub / "checkpoints").mkdir()
-    (hub / "checkpoints" / os.path.basename(pfi.FID_WEIGHTS_URL)).symlink_to(Path(w).resolve())
-    old_hub = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub))
-    try:
-        net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-    except Exception as err:  # noqa: BLE001
-        log(f"FID not computed: could not load {w}: {err}\n{how}")
-        return {}
-    finally:
-        torch.hub.set_dir(old_hub)
-
-    def stats(imgs: np.ndarray):
-        net.to(dev).eval()
-        feats = []
-        with torch.no_grad():
-            for i in range(0, len(imgs), 200):
-                b = torch.from_numpy(imgs[i : i + 200]).permute(0, 3, 1, 2).float() / 255
-                feats.append(net(b.to(dev))[0].squeeze(-1).squeeze(-1).cpu().numpy())
-        f = np.concatenate(feats).astype(np.float64)
-        return f.mean(0), np.cov(f, rowvar=False)
-
-    mu2, s2 = (ref["mu"], ref["sigma"]) if imgs is None else stats(imgs)
-    mu1, s1 = stats(samples)
-    out = {"fid": float(calculate_frechet_distance(mu1, s1, mu2, s2))}
-    log(f"FID = {out['fid']:.3f} (pytorch-fid features; IS needs torch-fidelity)")
+    else:
+        log(f"FID = {out['fid']:.3f} (pytorch-fid features; IS needs torch-fidelity)")
     return out
 
 
@@ -661,7 +397,7 @@ def main(argv=None) -> int:
     threads = args.threads if args.threads is not None else (1 if cfg["config"] == "smoke" else 0)
     if threads > 0:
         torch.set_num_threads(threads)
-    dd = Dist(args.device)
+    dd = DistributedContext(args.device)
     out = Path(args.out)
     progress = dd.is_main and not args.no_progress
 
@@ -680,7 +416,7 @@ def main(argv=None) -> int:
         est = DiffusionRecoveryLikelihood(
             schedule, cfg["langevin_steps"], cfg["b2"], cfg["noise_scale"]
         )
-        wrap = make_wrapper(cfg)
+        wrap = autocast_wrapper(cfg["bf16"], cfg["compile"], not cfg["bf16_sampler"])
         tc = TrainConfig(
             lr=cfg["lr"],
             warmup_steps=cfg["warmup_steps"],
@@ -698,9 +434,9 @@ def main(argv=None) -> int:
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
             f"config {cfg['config']}"
         )
-        trainer = DistTrainer(
+        trainer = DistributedTrainer(
             model,
-            WrappedDRL(est, wrap),
+            WrappedEstimator(est, wrap),
             data,
             tc,
             run_dir=out,
@@ -708,7 +444,7 @@ def main(argv=None) -> int:
             augment=(lambda b, g: random_hflip(b, g)) if cfg["hflip"] else None,
             progress=progress,
             grad_hook=dd.grad_hook if dd.enabled else None,
-            dist_info=dd,
+            context=dd,
         )
         ckpt = out / "checkpoint.pt"
         if args.resume or args.eval_only:

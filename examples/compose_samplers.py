@@ -10,7 +10,7 @@ distribution is composing energies. This script walks through:
 2. per-chain hyperparameters: one MALA step size per chain, acceptance against step size;
 3. a tempered energy (``ebmcmc.energy.tempered``) with one inverse temperature per row of a
    two-dimensional batch of chains, checked against quadrature;
-4. a product of experts (``ebmcmc.energy.sum_of``) of the mixture and a Gaussian expert, whose
+4. a product of experts (``ebmcmc.energy.SumOf``) of the mixture and a Gaussian expert, whose
    exact answer is again a Gaussian mixture;
 5. a custom ``trace_fn`` that records per-chain summaries instead of positions;
 6. save / load / resume, checked bit for bit against one uninterrupted run;
@@ -34,7 +34,7 @@ import torch
 
 import ebmcmc
 from ebmcmc.diagnostics import summary
-from ebmcmc.energy import from_distribution, sum_of, tempered
+from ebmcmc.energy import SumOf, Tempered, from_distribution
 from ebmcmc.kernels import HMC, MALA, Kernel, Langevin, RandomWalk
 from ebmcmc.targets import Banana, GaussianMixture
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     kernels = {
         "Langevin": Langevin(step_size=0.002),
         "MALA": MALA(step_size=0.05),
-        "HMC": HMC(step_size=0.1, num_steps=size["leapfrog"]),
+        "HMC": HMC(step_size=0.1, num_leapfrog_steps=size["leapfrog"]),
         "RandomWalk": RandomWalk(step_size=0.5),
     }
     # overdispersed starting points, one chain per row: (chains, 2)
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     mixture = targets["mixture"]
     betas = torch.tensor([1.0, 0.5, 0.25, 0.1], dtype=DTYPE)
     m = size["chains"] // 2
-    hot = tempered(mixture, betas[:, None])  # beta broadcasts against the batch (4, m)
+    hot = Tempered(mixture, betas[:, None])  # beta broadcasts against the batch (4, m)
     xt0 = 2.0 * torch.randn(len(betas), m, 2, generator=gen, dtype=DTYPE)
     # one adapted step size per chain: each temperature needs its own
     adapt = ebmcmc.WindowAdaptation(per_chain=True)
@@ -210,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     tempered_draws = {b: x_t[j].reshape(-1, 2).numpy() for j, b in enumerate(betas.tolist())}
 
     # ------------------------------------------------------------------ 4. product of experts
-    banner("product of experts: sum_of(mixture, Gaussian expert) = mixture(x) * N(x; m, C)")
+    banner("product of experts: SumOf(mixture, Gaussian expert) = mixture(x) * N(x; m, C)")
     e_mean = torch.tensor([1.0, 1.5], dtype=DTYPE)
     e_cov = torch.tensor([[1.0, 0.0], [0.0, 0.5]], dtype=DTYPE)
     expert = from_distribution(torch.distributions.MultivariateNormal(e_mean, e_cov))
-    poe = sum_of(mixture, expert)  # energies add: densities multiply
+    poe = SumOf(mixture, expert)  # energies add: densities multiply
     poe_exact = product_exact(mixture, e_mean, e_cov)
     trace, secs = run(poe, MALA(step_size=0.1), x0, size, seed)
     report("MALA on the product", trace, {"x": poe_exact.mean.numpy()}, secs)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         x = state.position
         return {"x1": x[..., 0], "sq_norm": (x**2).sum(-1), "energy": state.energy}
 
-    hmc = HMC(step_size=0.1, num_steps=size["leapfrog"])
+    hmc = HMC(step_size=0.1, num_leapfrog_steps=size["leapfrog"])
     trace, secs = run(targets["banana"], hmc, x0, size, seed, trace_fn=summaries)
     # banana: x1 ~ N(1, 1), x2 | x1 ~ N(x1^2, 0.1); the energy is half a chi-square with 2 dof
     exact = {"x1": 1.0, "sq_norm": 2.0 + (6.1 + 4.0), "energy": 1.0}

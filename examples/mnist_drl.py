@@ -6,7 +6,7 @@ trained once on CPU and cached; no download) and, as the floor, the FID of held-
 against training images, and the Trainer's ``checkpoint.pt`` (a second run resumes it).
 
 The model is a :class:`~ebmcmc.nn.TimeMLP` on the flattened pixels and the configuration
-:func:`ebmcmc.toy.digits_setup` (DRL with the paper's image constants: T = 6, K = 30,
+:func:`ebmcmc.app.setups.digits_setup` (DRL with the paper's image constants: T = 6, K = 30,
 b^2 = 2e-4). MNIST (784 pixels) uses the same set-up with a 512-wide network; it needs
 ``--data`` pointing at the IDX files (``../shared/data/mnist`` here).
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ebmcmc import data as D
-from ebmcmc.metrics import ClassifierFID
-from ebmcmc.toy import ESTIMATORS, digits_setup
+from ebmcmc import datasets as D
+from ebmcmc.app.setups import ESTIMATORS, digits_setup
+from ebmcmc.evaluation import ClassifierFID
 from ebmcmc.train import Trainer
 
 
@@ -46,7 +46,14 @@ def parse(argv=None):
     p.add_argument("--b2", type=float, default=2e-4, help="DRL: b^2")
     p.add_argument("--loss-weight", choices=("paper", "likelihood"), default="paper",
                    help="DRL: loss weights")  # fmt: skip
-    p.add_argument("--K", type=int, default=30, help="Langevin steps per loss")
+    p.add_argument(
+        "--langevin-steps",
+        "--K",
+        dest="langevin_steps",
+        type=int,
+        default=30,
+        help="Langevin steps per loss (per level for DRL)",
+    )
     p.add_argument("--step-size", type=float, default=1e-3, help="baselines: Langevin eps")
     p.add_argument("--hidden", type=int, default=None, help="default 256 (digits), 512 (MNIST)")
     p.add_argument("--n-samples", type=int, default=1000, help="samples for the FID")
@@ -55,7 +62,7 @@ def parse(argv=None):
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        args.steps, args.K, args.n_samples, args.hidden = 10, 3, 200, 32
+        args.steps, args.langevin_steps, args.n_samples, args.hidden = 10, 3, 200, 32
     return args
 
 
@@ -94,8 +101,8 @@ def main(argv=None) -> dict:
     train, test = load(args)
     side = train.shape[-1]
     hidden = args.hidden or (256 if args.dataset == "digits" else 512)
-    setup = digits_setup(args.estimator, K=args.K, b2=args.b2, loss_weight=args.loss_weight,
-                         step_size=args.step_size, hidden=hidden,
+    setup = digits_setup(args.estimator, num_langevin_steps=args.langevin_steps, b2=args.b2,
+                         loss_weight=args.loss_weight, step_size=args.step_size, hidden=hidden,
                          decay_at=int(0.6 * args.steps), seed=args.seed)  # fmt: skip
     if side != 8:  # MNIST: the same set-up on 784 pixels
         from ebmcmc.nn import TimeMLP

@@ -4,7 +4,7 @@ Estimators: ``drl`` (diffusion recovery likelihood), ``cd`` (CD-k from the data)
 ``short-run`` (short-run ML from noise) and ``pcd`` (persistent CD with a replay buffer).
 Data sets: ``eight_gaussians``, ``grid25``, ``rings``, ``checkerboard``, ``swiss_roll``.
 
-The model, estimator and optimiser come from :func:`ebmcmc.toy.toy_setup`, whose docstring
+The model, estimator and optimiser come from :func:`ebmcmc.app.setups.toy_setup`, whose docstring
 states the 2-D DRL configuration (data / 2, T = 6, K = 30, b^2 = 4e-3, TimeMLP with Fourier
 features, likelihood loss weights, tether jumps) and why each choice differs from the
 image defaults. Every value can be overridden here.
@@ -15,7 +15,7 @@ Scores (``metrics.json``):
   level-0 EBM ``p(x_0) ∝ exp(-E(a'_1 x_0, 0) / s_0^2)`` against the data with
   ``sigma_bar_0`` of noise; ``kl_hierarchical`` is DRL's full model (the chain of
   conditionals, each normalised on a grid:
-  :meth:`~ebmcmc.estimators.DiffusionRecoveryLikelihood.log_prob_on_grid`).
+  :func:`~ebmcmc.evaluation.recovery_log_prob_on_grid`).
 * ``mmd_ratio``: squared MMD (V-statistic) of generated samples to held-out data over the
   mean MMD between independent data samples of the same size (1 = as good as data).
 
@@ -38,9 +38,15 @@ from pathlib import Path
 
 import torch
 
-from ebmcmc import data as D
-from ebmcmc.metrics import kl_on_grid, kl_to_grid_density, mmd, model_log_prob_on_grid
-from ebmcmc.toy import ESTIMATORS, toy_setup
+from ebmcmc import datasets as D
+from ebmcmc.app.setups import ESTIMATORS, toy_setup
+from ebmcmc.evaluation import (
+    kl_on_grid,
+    kl_to_grid_density,
+    mmd,
+    model_log_prob_on_grid,
+    recovery_log_prob_on_grid,
+)
 from ebmcmc.train import Trainer
 
 DATASETS = ("eight_gaussians", "grid25", "rings", "checkerboard", "swiss_roll")
@@ -81,9 +87,9 @@ def evaluate(setup, model, args, heldout: torch.Tensor, n_eval: int, seed: int) 
     if target is not None:
         out["kl"] = kl_on_grid(target.log_prob, energy, lim, res, dtype=torch.float32)
         if setup.is_drl:
-            grid = setup.estimator.log_prob_on_grid(
-                model, lim / setup.scale, min(res, 300), num_ancestors=args.ancestors,
-                generator=seed,
+            grid = recovery_log_prob_on_grid(
+                setup.estimator, model, lim / setup.scale, min(res, 300),
+                num_ancestors=args.ancestors, generator=seed,
             )  # fmt: skip
             # the grid is in the model's units x / scale: the data density there is
             # p(scale * y) * scale^2
@@ -120,7 +126,8 @@ def evaluate(setup, model, args, heldout: torch.Tensor, n_eval: int, seed: int) 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] + " The configuration is ebmcmc.toy.toy_setup's.",
+        description=__doc__.split("\n\n")[0]
+        + " The configuration is ebmcmc.app.setups.toy_setup's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--estimator", choices=ESTIMATORS, default="drl")
@@ -135,7 +142,14 @@ def parse(argv=None):
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out")
     p.add_argument("--scale", type=float, default=2.0, help="data are divided by this")
     p.add_argument("--levels", type=int, default=6, help="DRL: T")
-    p.add_argument("--K", type=int, default=30, help="Langevin steps per loss")
+    p.add_argument(
+        "--langevin-steps",
+        "--K",
+        dest="langevin_steps",
+        type=int,
+        default=30,
+        help="Langevin steps per loss (per level for DRL)",
+    )
     p.add_argument("--b2", type=float, default=4e-3, help="DRL: b^2 of the step sizes")
     p.add_argument("--jump-every", type=int, default=1, help="DRL: tether jumps (0: off)")
     p.add_argument("--loss-weight", default="likelihood", choices=("likelihood", "paper"))
@@ -156,7 +170,7 @@ def parse(argv=None):
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        args.steps, args.K, args.hidden, args.batch = 20, 5, 32, 64
+        args.steps, args.langevin_steps, args.hidden, args.batch = 20, 5, 32, 64
         args.n_train, args.n_eval, args.grid, args.sample_steps = 2000, 300, 150, 50
         args.ancestors = 200
     if args.decay_at is None:
@@ -169,8 +183,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     setup = toy_setup(
-        args.estimator, scale=args.scale, levels=args.levels, K=args.K, b2=args.b2,
-        loss_weight=args.loss_weight, hidden=args.hidden, layers=args.layers,
+        args.estimator, scale=args.scale, levels=args.levels,
+        num_langevin_steps=args.langevin_steps, b2=args.b2, loss_weight=args.loss_weight,
+        hidden=args.hidden, layers=args.layers,
         fourier_features=args.fourier_features, fourier_scale=args.fourier_scale,
         jump_every=args.jump_every, step_size=args.step_size, sample_steps=args.sample_steps,
         energy_reg=args.energy_reg, buffer_size=min(10000, args.n_train), lr=args.lr,

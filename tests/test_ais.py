@@ -94,7 +94,7 @@ def test_gaussian_20d_log_z_within_3_se(kind, num_steps):
         BASE20,
         KERNELS[kind],
         num_chains=512,
-        num_steps=num_steps,
+        num_temperatures=num_steps,
         generator=0,
         progress=False,
     )
@@ -117,7 +117,7 @@ def test_shifted_mixture_log_z_within_3_se(kind):
         BASE2,
         KERNELS[kind],
         num_chains=512,
-        num_steps=100,
+        num_temperatures=100,
         generator=0,
         progress=False,
     )
@@ -134,7 +134,15 @@ def test_shifted_mixture_log_z_within_3_se(kind):
 @pytest.mark.parametrize("kind", ["mala", "hmc"])
 def test_ring_log_z_matches_quadrature(kind):
     truth = ring_log_z()
-    r = ais(ring, BASE2, KERNELS[kind], num_chains=512, num_steps=100, generator=0, progress=False)
+    r = ais(
+        ring,
+        BASE2,
+        KERNELS[kind],
+        num_chains=512,
+        num_temperatures=100,
+        generator=0,
+        progress=False,
+    )
     z = float(_z(r, truth))
     assert float(r.log_z_se) < 0.15
     assert abs(z) < 3, f"log Z {float(r.log_z):.4f} vs quadrature {truth:.4f}: z = {z:.2f}"
@@ -159,7 +167,14 @@ def test_standard_error_covers_truth_at_nominal_rate():
     g = torch.Generator().manual_seed(100)
     init = BASE2.sample(n * runs, generator=g).reshape(n, runs, 2)
     r = ais(
-        target, BASE2, MALA(0.3), num_chains=n, num_steps=30, generator=1, init=init, progress=False
+        target,
+        BASE2,
+        MALA(0.3),
+        num_chains=n,
+        num_temperatures=30,
+        generator=1,
+        init=init,
+        progress=False,
     )
     assert r.log_z.shape == (runs,) and r.log_z_se.shape == (runs,)
     assert r.log_weights.shape == (n, runs) and r.samples.shape == (n, runs, 2)
@@ -187,7 +202,7 @@ def test_bdmc_gap_shrinks_with_more_temperatures():
     exact = G20.sample(n * reps, generator=torch.Generator().manual_seed(0)).reshape(n, reps, 20)
     gaps = {}
     for k in (10, 300):
-        r = bdmc(G20, BASE20, MALA(0.3), exact, num_steps=k, generator=k, progress=False)
+        r = bdmc(G20, BASE20, MALA(0.3), exact, num_temperatures=k, generator=k, progress=False)
         assert isinstance(r, BDMCResult)
         assert r.lower.log_z.shape == r.upper.log_z.shape == (reps,)
         assert r.lower.direction == "forward" and r.upper.direction == "reverse"
@@ -257,7 +272,7 @@ def test_conditional_energy_one_log_z_per_condition(kind):
         base,
         KERNELS[kind],
         num_chains=n,
-        num_steps=60,
+        num_temperatures=60,
         generator=0,
         init=init,
         progress=False,
@@ -275,7 +290,7 @@ def test_conditional_energy_one_log_z_per_condition(kind):
 
 
 def test_energy_evaluation_count_and_per_temperature_records():
-    r = ais(MIX, BASE2, MALA(0.3), num_chains=16, num_steps=7, generator=0, progress=False)
+    r = ais(MIX, BASE2, MALA(0.3), num_chains=16, num_temperatures=7, generator=0, progress=False)
     # initial evaluation, then per temperature one re-evaluation and one MALA step
     assert r.num_energy_evals == 1 + 7 * 2
     assert r.step_sizes.shape == r.accept_rates.shape == (7,)
@@ -284,7 +299,7 @@ def test_energy_evaluation_count_and_per_temperature_records():
         BASE2,
         HMC(0.1, 4),
         num_chains=16,
-        num_steps=7,
+        num_temperatures=7,
         generator=0,
         progress=False,
         steps_per_temperature=2,
@@ -294,8 +309,8 @@ def test_energy_evaluation_count_and_per_temperature_records():
 
 
 def test_same_seed_same_bits():
-    a = ais(MIX, BASE2, MALA(0.3), num_chains=32, num_steps=10, generator=5, progress=False)
-    b = ais(MIX, BASE2, MALA(0.3), num_chains=32, num_steps=10, generator=5, progress=False)
+    a = ais(MIX, BASE2, MALA(0.3), num_chains=32, num_temperatures=10, generator=5, progress=False)
+    b = ais(MIX, BASE2, MALA(0.3), num_chains=32, num_temperatures=10, generator=5, progress=False)
     assert torch.equal(a.log_weights, b.log_weights) and torch.equal(a.samples, b.samples)
 
 
@@ -309,7 +324,16 @@ def test_beta_schedule_is_an_increasing_ladder(kind):
 def test_explicit_betas_equal_the_schedule():
     b = beta_schedule(10, "linear")
     x = ais(MIX, BASE2, MALA(0.3), 16, betas=b, generator=0, progress=False)
-    y = ais(MIX, BASE2, MALA(0.3), 16, num_steps=10, schedule="linear", generator=0, progress=False)
+    y = ais(
+        MIX,
+        BASE2,
+        MALA(0.3),
+        16,
+        num_temperatures=10,
+        schedule="linear",
+        generator=0,
+        progress=False,
+    )
     assert torch.equal(x.log_weights, y.log_weights)
 
 
@@ -332,9 +356,9 @@ class _NoLogZ:
         ({"betas": [0.0, 0.6, 0.4, 1.0]}, "strictly increasing"),
         ({"betas": [0.0, 0.5, 0.5, 1.0]}, "strictly increasing"),
         ({"betas": [[0.0, 1.0]]}, "1-D"),
-        ({"num_steps": 0}, "num_steps"),
-        ({"num_steps": 2.5}, "num_steps"),
-        ({"betas": [0.0, 1.0], "num_steps": 5}, "either betas or num_steps"),
+        ({"num_temperatures": 0}, "num_temperatures"),
+        ({"num_temperatures": 2.5}, "num_temperatures"),
+        ({"betas": [0.0, 1.0], "num_temperatures": 5}, "either betas or num_temperatures"),
         ({"schedule": "cosine"}, "kind"),
         ({"init": torch.zeros(3, 2, dtype=DT)}, "num_chains"),
     ],
@@ -346,18 +370,30 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
 
 def test_base_without_log_z_raises():
     with pytest.raises(TypeError, match="log_z"):
-        ais(MIX, _NoLogZ(), MALA(0.3), num_chains=8, num_steps=3, generator=0, progress=False)
+        ais(
+            MIX, _NoLogZ(), MALA(0.3), num_chains=8, num_temperatures=3, generator=0, progress=False
+        )
 
 
 def test_non_kernel_and_bad_counts_raise():
     with pytest.raises(TypeError, match="Kernel"):
-        ais(MIX, BASE2, "mala", num_chains=8, num_steps=3, progress=False)
+        ais(MIX, BASE2, "mala", num_chains=8, num_temperatures=3, progress=False)
     with pytest.raises(ValueError, match="num_chains"):
-        ais(MIX, BASE2, MALA(0.3), num_chains=0, num_steps=3, progress=False)
+        ais(MIX, BASE2, MALA(0.3), num_chains=0, num_temperatures=3, progress=False)
     with pytest.raises(ValueError, match="steps_per_temperature"):
-        ais(MIX, BASE2, MALA(0.3), 8, num_steps=3, steps_per_temperature=0, progress=False)
+        ais(MIX, BASE2, MALA(0.3), 8, num_temperatures=3, steps_per_temperature=0, progress=False)
 
 
 def test_bdmc_rejects_samples_of_the_wrong_event_shape():
     with pytest.raises(ValueError, match="exact_samples"):
-        bdmc(MIX, BASE2, MALA(0.3), torch.zeros(8, 3, dtype=DT), num_steps=3, progress=False)
+        bdmc(MIX, BASE2, MALA(0.3), torch.zeros(8, 3, dtype=DT), num_temperatures=3, progress=False)
+
+
+def test_old_num_steps_keyword_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="num_temperatures"):
+        old = ais(MIX, BASE2, MALA(0.3), num_chains=8, num_steps=5, generator=0, progress=False)
+    new = ais(MIX, BASE2, MALA(0.3), num_chains=8, num_temperatures=5, generator=0,
+              progress=False)  # fmt: skip
+    assert torch.equal(old.log_weights, new.log_weights)
+    with pytest.raises(TypeError, match="num_temperatures= only"):
+        ais(MIX, BASE2, MALA(0.3), num_chains=8, num_steps=5, num_temperatures=5, progress=False)

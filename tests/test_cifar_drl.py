@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from ebmcmc.train import autocast_wrapper
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "cifar_drl.py"
 FAST = ["--smoke", "--no-progress", "--sample-every", "0"]
@@ -207,7 +209,7 @@ def test_bf16_wrapper_keeps_sampler_gradient_in_float32():
     cfg = mod.resolve_config(mod.build_parser().parse_args(["--smoke", "--bf16"]))
     torch.manual_seed(0)
     net = mod.build_model(cfg).eval()
-    fast = mod.make_wrapper(cfg)(net)
+    fast = autocast_wrapper(cfg["bf16"], cfg["compile"], not cfg["bf16_sampler"])(net)
     x = torch.randn(4, 3, 32, 32, requires_grad=True)
     t = torch.tensor([0, 1, 2, 5])
     (g_ref,) = torch.autograd.grad(net(x, t).sum(), x)

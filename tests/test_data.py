@@ -18,12 +18,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebmcmc.data import (
+from ebmcmc.datasets import (
     CIFAR10_CLASSES,
     MNIST_FILES,
     TOY_DATASETS,
     RestrictedUnpickler,
-    RingsTarget,
     batches,
     checkerboard,
     eight_gaussians,
@@ -40,6 +39,7 @@ from ebmcmc.data import (
     swiss_roll,
     toy_dataset,
 )
+from ebmcmc.targets import Rings
 
 MNIST_DIR = Path("/work/shared/data/mnist")
 Z = 4.5  # z-score for statistical checks (false-alarm rate ~1e-5 per check)
@@ -170,7 +170,7 @@ def test_rings_log_prob_is_normalized_and_exact():
             dens += 0.25 * float((torch.exp(-d2 / (2 * s * s)) / (2 * math.pi * s * s)).mean())
         assert math.isclose(float(t.log_prob(x[None]).exp()), dens, rel_tol=1e-6)
     # equivalent to a single ring width sqrt(std^2 + noise^2); energy differentiable
-    t2 = RingsTarget(std=s)
+    t2 = Rings(std=s)
     y = rings(64, seeded(5)).double().requires_grad_(True)
     assert torch.allclose(t.energy(y), t2.energy(y))
     (gy,) = torch.autograd.grad(t.energy(y).sum(), y)
@@ -620,7 +620,7 @@ def test_random_hflip():
 
 
 def test_toy_target_is_the_twin_of_toy_dataset():
-    from ebmcmc.data import TOY_TARGETS, toy_target
+    from ebmcmc.datasets import TOY_TARGETS, toy_target
 
     assert set(TOY_TARGETS) == {"eight_gaussians", "grid25", "rings"}
     x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ebmcmc.cli import main
+from ebmcmc.app.cli import main
 
 
 @pytest.fixture(scope="module")

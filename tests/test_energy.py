@@ -12,13 +12,10 @@ from ebmcmc.energy import (
     Energy,
     SumOf,
     Tempered,
-    annealed,
     energy_and_grad,
     evaluate,
     from_distribution,
     from_log_prob,
-    sum_of,
-    tempered,
     validate,
 )
 
@@ -225,39 +222,39 @@ def _e2(x):
 
 def test_tempered_values_and_per_chain_beta(gen):
     x = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(tempered(_e1, 0.25)(x), 0.25 * _e1(x))
+    torch.testing.assert_close(Tempered(_e1, 0.25)(x), 0.25 * _e1(x))
     beta = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
     torch.testing.assert_close(Tempered(_e1, beta)(x), beta * _e1(x))
     # float32 input with a float64 beta follows the input dtype
-    assert tempered(_e1, beta)(x.float()).dtype == torch.float32
+    assert Tempered(_e1, beta)(x.float()).dtype == torch.float32
     for bad in (-0.1, math.nan, math.inf, torch.tensor([1.0, -1.0])):
         with pytest.raises(ValueError, match="beta must be finite and non-negative"):
-            tempered(_e1, bad)
+            Tempered(_e1, bad)
 
 
 def test_annealed_endpoints_and_midpoint(gen):
     x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(annealed(_e1, _e2, 0.0)(x), _e1(x))
-    torch.testing.assert_close(annealed(_e1, _e2, 1.0)(x), _e2(x))
-    torch.testing.assert_close(annealed(_e1, _e2, 0.3)(x), 0.7 * _e1(x) + 0.3 * _e2(x))
+    torch.testing.assert_close(Annealed(_e1, _e2, 0.0)(x), _e1(x))
+    torch.testing.assert_close(Annealed(_e1, _e2, 1.0)(x), _e2(x))
+    torch.testing.assert_close(Annealed(_e1, _e2, 0.3)(x), 0.7 * _e1(x) + 0.3 * _e2(x))
     beta = torch.linspace(0, 1, 5, dtype=torch.float64)
     torch.testing.assert_close(Annealed(_e1, _e2, beta)(x), (1 - beta) * _e1(x) + beta * _e2(x))
     for bad in (-0.01, 1.01, math.nan, torch.tensor([0.5, 2.0])):
         with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\]"):
-            annealed(_e1, _e2, bad)
+            Annealed(_e1, _e2, bad)
 
 
 def test_sum_of_values_weights_and_errors(gen):
     x = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(sum_of(_e1, _e2)(x), _e1(x) + _e2(x))
-    torch.testing.assert_close(sum_of(_e1, _e2, weights=[2.0, -0.5])(x), 2 * _e1(x) - 0.5 * _e2(x))
-    torch.testing.assert_close(sum_of(_e1)(x), _e1(x))
+    torch.testing.assert_close(SumOf(_e1, _e2)(x), _e1(x) + _e2(x))
+    torch.testing.assert_close(SumOf(_e1, _e2, weights=[2.0, -0.5])(x), 2 * _e1(x) - 0.5 * _e2(x))
+    torch.testing.assert_close(SumOf(_e1)(x), _e1(x))
     with pytest.raises(ValueError, match="at least one energy"):
-        sum_of()
+        SumOf()
     with pytest.raises(TypeError, match=r"energies\[1\] is not callable"):
-        sum_of(_e1, 3)
+        SumOf(_e1, 3)
     with pytest.raises(ValueError, match="weights has 1 entries for 2 energies"):
-        sum_of(_e1, _e2, weights=[1.0])
+        SumOf(_e1, _e2, weights=[1.0])
 
 
 def test_sum_of_registers_module_parameters():
@@ -268,3 +265,22 @@ def test_sum_of_registers_module_parameters():
     x = torch.zeros(3, 2)
     energy_and_grad(s, x)
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_the_0_1_combinator_functions_warn_and_agree(gen):
+    """tempered / annealed / sum_of were the 0.1 spellings of the classes (removed in 0.3)."""
+    from ebmcmc import energy as E
+
+    x = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    for old, new in (
+        (lambda: E.tempered(_e1, 0.5), lambda: Tempered(_e1, 0.5)),
+        (lambda: E.annealed(_e1, _e2, 0.3), lambda: Annealed(_e1, _e2, 0.3)),
+        (
+            lambda: E.sum_of(_e1, _e2, weights=[2.0, 1.0]),
+            lambda: SumOf(_e1, _e2, weights=[2.0, 1.0]),
+        ),
+    ):
+        with pytest.warns(DeprecationWarning, match="ebmcmc.energy.[A-Z]"):
+            a = old()
+        assert type(a) is type(new())
+        torch.testing.assert_close(a(x), new()(x))

@@ -52,7 +52,7 @@ def test_recovery_energy_broadcasts_particles():
 def test_drl_loss_gradients_reach_only_parameters_through_energies():
     torch.manual_seed(0)
     model = TimeMLP(2, hidden=16, num_levels=6)
-    est = DiffusionRecoveryLikelihood(DRLSchedule(6), langevin_steps=3)
+    est = DiffusionRecoveryLikelihood(DRLSchedule(6), num_langevin_steps=3)
     out = est.loss(model, torch.randn(32, 2, generator=_gen()), _gen(1))
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert not out.negatives.requires_grad and out.negatives.shape == (32, 2)
@@ -66,7 +66,7 @@ def test_drl_langevin_step_matches_paper_update():
     """One step: y' = y - (s^2/2) grad E_cond + lambda * s * xi (algorithms.md section 1)."""
     sched = DRLSchedule(6)
     model = TimeMLP(2, hidden=16, num_levels=6)
-    est = DiffusionRecoveryLikelihood(sched, langevin_steps=1, noise_scale=0.7)
+    est = DiffusionRecoveryLikelihood(sched, num_langevin_steps=1, noise_scale=0.7)
     t = torch.tensor([0, 4])
     x_next = torch.randn(2, 2, generator=_gen())
     got = est.sample_conditional(model, t, x_next, _gen(5))
@@ -81,7 +81,7 @@ def test_drl_langevin_step_matches_paper_update():
 
 def test_drl_generate_shape_and_clip():
     model = TimeMLP(2, hidden=16, num_levels=6)
-    est = DiffusionRecoveryLikelihood(DRLSchedule(6), langevin_steps=2)
+    est = DiffusionRecoveryLikelihood(DRLSchedule(6), num_langevin_steps=2)
     x = est.generate(model, (10, 2), generator=_gen())
     assert x.shape == (10, 2) and x.abs().max() <= 1
     tr = est.long_run(
@@ -98,8 +98,8 @@ def test_drl_generate_shape_and_clip():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: ContrastiveDivergence(Langevin(0.01), steps=3),
-        lambda: ShortRunML(Langevin(0.01), steps=3),
+        lambda: ContrastiveDivergence(Langevin(0.01), num_mcmc_steps=3),
+        lambda: ShortRunML(Langevin(0.01), num_mcmc_steps=3),
         lambda: PersistentContrastiveDivergence(Langevin(0.01), 3, buffer_size=50),
     ],
 )
@@ -130,13 +130,13 @@ def test_pcd_buffer_state_roundtrip_and_reinit():
 
 def test_estimator_validation():
     with pytest.raises(ValueError, match="langevin_steps"):
-        DiffusionRecoveryLikelihood(DRLSchedule(6), langevin_steps=0)
+        DiffusionRecoveryLikelihood(DRLSchedule(6), num_langevin_steps=0)
     with pytest.raises(TypeError, match="schedule"):
         DiffusionRecoveryLikelihood(object())
     with pytest.raises(ValueError, match="steps"):
-        ContrastiveDivergence(Langevin(0.01), steps=0)
+        ContrastiveDivergence(Langevin(0.01), num_mcmc_steps=0)
     with pytest.raises(ValueError, match="init"):
-        ContrastiveDivergence(Langevin(0.01), steps=1, init="bogus")
+        ContrastiveDivergence(Langevin(0.01), num_mcmc_steps=1, init="bogus")
     with pytest.raises(ValueError, match="reinit_prob"):
         PersistentContrastiveDivergence(Langevin(0.01), 1, reinit_prob=2.0)
 
@@ -172,7 +172,7 @@ def test_drl_loss_weights_paper_likelihood_and_custom():
 
 def test_drl_metropolis_uses_mala_and_rejects_a_diverging_step():
     sched = DRLSchedule(6)
-    est = DiffusionRecoveryLikelihood(sched, langevin_steps=3, metropolis=True)
+    est = DiffusionRecoveryLikelihood(sched, num_langevin_steps=3, metropolis=True)
     from ebmcmc.kernels import MALA
 
     t = torch.tensor([0, 2])
@@ -201,8 +201,8 @@ def test_drl_jumps_sample_the_conditional_mode_weights():
     s0 = 4e-3
     mu = torch.tensor([[-0.3, 0.0], [0.3, 0.0]])
     logw = torch.log(torch.tensor([0.2, 0.8]))
-    est_plain = DiffusionRecoveryLikelihood(sched, langevin_steps=400, step_size_b2=s0)
-    est_jump = DiffusionRecoveryLikelihood(sched, langevin_steps=400, step_size_b2=s0,
+    est_plain = DiffusionRecoveryLikelihood(sched, num_langevin_steps=400, step_size_b2=s0)
+    est_jump = DiffusionRecoveryLikelihood(sched, num_langevin_steps=400, step_size_b2=s0,
                                            jump_every=1)  # fmt: skip
     s2 = est_plain.step_sizes[0].float() ** 2
     a1 = float(sched.signal_prime[1])
@@ -226,8 +226,8 @@ def test_drl_jumps_sample_the_conditional_mode_weights():
 
 def test_drl_jumps_leave_the_top_level_alone():
     sched = DRLSchedule(3)
-    est = DiffusionRecoveryLikelihood(sched, langevin_steps=4, jump_every=1, noise_scale=0.0)
-    ref = DiffusionRecoveryLikelihood(sched, langevin_steps=4, noise_scale=0.0)
+    est = DiffusionRecoveryLikelihood(sched, num_langevin_steps=4, jump_every=1, noise_scale=0.0)
+    ref = DiffusionRecoveryLikelihood(sched, num_langevin_steps=4, noise_scale=0.0)
     model = TimeMLP(2, hidden=8, num_levels=3)
     t = torch.full((8,), 2)
     x_next = torch.randn(8, 2, generator=_gen())
@@ -272,7 +272,7 @@ def test_drl_hierarchical_density_of_the_exact_model_is_the_data_density():
     (a mode-weight error of d costs about d^2 / (2 w (1 - w)); 1000 ancestors give
     d ~ 0.015, i.e. ~1e-3 nats; 0.01 nats is a 10x margin). A model with the level-0 mode
     weights swapped is far off (its conditionals pull x_1 near the middle to the wrong mode)."""
-    from ebmcmc.metrics import kl_to_grid_density
+    from ebmcmc.evaluation import kl_to_grid_density, recovery_log_prob_on_grid
 
     sched = DRLSchedule(4)
     est = DiffusionRecoveryLikelihood(sched, step_size_b2=4e-3)
@@ -294,12 +294,12 @@ def test_drl_hierarchical_density_of_the_exact_model_is_the_data_density():
 
         return model
 
-    grid = est.log_prob_on_grid(make(margs[0]), 1.0, 120, num_ancestors=1000,
+    grid = recovery_log_prob_on_grid(est, make(margs[0]), 1.0, 120, num_ancestors=1000,
                                 upper_resolution=80, generator=0)  # fmt: skip
     assert grid.log_prob.shape == (120, 120)
     kl = kl_to_grid_density(margs[0].log_prob, grid)
     assert kl < 0.01, kl
     swapped = _gaussian_mixture_marginals(sched, mu, w.flip(0), 0.06**2)[0]
-    bad = est.log_prob_on_grid(make(swapped), 1.0, 120, num_ancestors=1000,
+    bad = recovery_log_prob_on_grid(est, make(swapped), 1.0, 120, num_ancestors=1000,
                                upper_resolution=80, generator=0)  # fmt: skip
     assert kl_to_grid_density(margs[0].log_prob, bad) > 10 * max(kl, 0.01)

@@ -70,7 +70,7 @@ def mixture_2d() -> GaussianMixture:
 KERNELS = {
     "mala": lambda s: MALA(step_size=s),
     "langevin": lambda s: Langevin(step_size=s),
-    "hmc": lambda s: HMC(step_size=s, num_steps=3),
+    "hmc": lambda s: HMC(step_size=s, num_leapfrog_steps=3),
     "rw": lambda s: RandomWalk(step_size=s),
 }
 
@@ -224,7 +224,7 @@ def test_hmc_transition_formula(gen, per_chain_mass):
         if per_chain_mass
         else torch.tensor([0.7, 1.4], dtype=torch.float64)
     )
-    k = HMC(step_size=eps, num_steps=n_steps, inverse_mass_matrix=inv_m)
+    k = HMC(step_size=eps, num_leapfrog_steps=n_steps, inverse_mass_matrix=inv_m)
     new, info = k.step(energy, k.init(energy, x), torch.Generator().manual_seed(9))
     ref = torch.Generator().manual_seed(9)
     xi = torch.randn(x.shape, generator=ref, dtype=torch.float64)
@@ -495,12 +495,15 @@ def test_same_seed_same_chain_different_seed_different(name, gen):
         (lambda: RandomWalk(math.nan), "step_size must be finite and > 0"),
         (lambda: HMC(0.0, 5), "step_size must be finite and > 0"),
         (lambda: HMC(math.nan, 5), "step_size must be finite and > 0"),
-        (lambda: HMC(0.1, 0), "num_steps must be an integer >= 1"),
-        (lambda: HMC(0.1, -3), "num_steps must be an integer >= 1"),
-        (lambda: HMC(0.1, 2.5), "num_steps must be an integer >= 1"),
-        (lambda: HMC(0.1, torch.tensor([1.0, 2.0])), "num_steps must be an integer >= 1"),
-        (lambda: HMC(0.1, torch.tensor([3, 0])), "num_steps must be an integer >= 1"),
-        (lambda: HMC(0.1, torch.tensor([], dtype=torch.long)), "num_steps must be an integer"),
+        (lambda: HMC(0.1, 0), "num_leapfrog_steps must be an integer >= 1"),
+        (lambda: HMC(0.1, -3), "num_leapfrog_steps must be an integer >= 1"),
+        (lambda: HMC(0.1, 2.5), "num_leapfrog_steps must be an integer >= 1"),
+        (lambda: HMC(0.1, torch.tensor([1.0, 2.0])), "num_leapfrog_steps must be an integer >= 1"),
+        (lambda: HMC(0.1, torch.tensor([3, 0])), "num_leapfrog_steps must be an integer >= 1"),
+        (
+            lambda: HMC(0.1, torch.tensor([], dtype=torch.long)),
+            "num_leapfrog_steps must be an integer",
+        ),
         (
             lambda: HMC(0.1, 5, inverse_mass_matrix=torch.tensor([1.0, 0.0])),
             "inverse_mass_matrix must be finite and > 0",
@@ -533,7 +536,7 @@ def test_per_chain_hyperparameter_of_wrong_shape(gen):
     with pytest.raises(ValueError, match="noise_scale of shape"):
         k.step(energy, k.init(energy, x), gen)
     k = HMC(0.1, torch.tensor([1, 2, 3]))
-    with pytest.raises(ValueError, match=r"num_steps of shape \(3,\) does not broadcast"):
+    with pytest.raises(ValueError, match=r"num_leapfrog_steps of shape \(3,\) does not broadcast"):
         k.step(energy, k.init(energy, x), gen)
 
 
@@ -637,7 +640,7 @@ def test_hmc_huge_step_on_stiff_target_diverges_but_stays_finite(gen):
         return 0.5 * 1e6 * (x**2).sum(-1)
 
     x = 1e-3 * torch.randn(128, 3, generator=gen, dtype=torch.float64)
-    k = HMC(step_size=1.0, num_steps=50)
+    k = HMC(step_size=1.0, num_leapfrog_steps=50)
     state = k.init(stiff, x)
     state, info = k.step(stiff, state, gen)
     assert info.diverging.all()
@@ -650,7 +653,7 @@ def test_hmc_huge_step_on_stiff_target_diverges_but_stays_finite(gen):
     assert torch.equal(tr.draws[:, -1], x)
     # a moderate energy error beyond divergence_threshold is flagged too
     # (a stable step, eps * omega = 1: only trajectories whose energy went up are flagged)
-    k2 = HMC(step_size=1e-3, num_steps=5, divergence_threshold=1e-9)
+    k2 = HMC(step_size=1e-3, num_leapfrog_steps=5, divergence_threshold=1e-9)
     _, info2 = k2.step(stiff, k2.init(stiff, x), gen)
     frac = float(info2.diverging.double().mean())
     assert 0.2 < frac < 0.8, frac

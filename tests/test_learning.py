@@ -21,9 +21,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ebmcmc import data as D
-from ebmcmc.metrics import kl_on_grid
-from ebmcmc.toy import toy_setup
+from ebmcmc import datasets as D
+from ebmcmc.app.setups import toy_setup
+from ebmcmc.evaluation import kl_on_grid
 from ebmcmc.train import Trainer
 
 KL_BOUND = 0.6

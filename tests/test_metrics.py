@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ebmcmc.data import eight_gaussians, eight_gaussians_target, load_digits, load_mnist
-from ebmcmc.metrics import (
+from ebmcmc.datasets import eight_gaussians, eight_gaussians_target, load_digits, load_mnist
+from ebmcmc.evaluation import (
     DEFAULT_MMD_SCALES,
     ClassifierFID,
     default_cache_dir,
@@ -399,7 +399,7 @@ def test_mnist_classifier_fid(tmp_path):
 
 
 def test_mmd_v_statistic_matches_direct_formula_and_is_positive():
-    from ebmcmc.metrics import mmd
+    from ebmcmc.evaluation import mmd
 
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(40, 2, generator=g), torch.randn(30, 2, generator=g)

@@ -16,8 +16,9 @@ import torch
 
 import ebmcmc
 from ebmcmc import Trace
-from ebmcmc.diagnostics import report, report_stability, stability
+from ebmcmc.diagnostics import report
 from ebmcmc.kernels import MALA
+from ebmcmc.studies import StabilityCriteria, report_stability, stability
 
 ENERGY = lambda x: 0.5 * (x**2).sum(-1)  # noqa: E731
 
@@ -103,7 +104,9 @@ def test_stability_report_renders_in_chromium(tmp_path):
         "data": torch.randn(16, 2, generator=torch.Generator().manual_seed(0)),
         "noise": torch.full((16, 2), 3.0),
     }
-    res = stability(ENERGY, MALA(0.9), starts, 100, short_run=5, window=50)
+    res = stability(
+        ENERGY, MALA(0.9), starts, 100, short_run=5, criteria=StabilityCriteria(window=50)
+    )
     got = _in_chromium(report_stability(res, tmp_path))
     assert got["control"] == 0
     assert len(got["images"]) == 1 and got["images"][0] > 0

@@ -1,4 +1,4 @@
-"""Tests for ebmcmc.diagnostics.stability (long-run studies), sample_stats_summary and nested
+"""Tests for ebmcmc.studies (long-run studies), sample_stats_summary and nested
 R-hat (the bridge's NumPy formula against an independent computation)."""
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ import torch
 
 import ebmcmc
 from ebmcmc import arviz_bridge
-from ebmcmc.diagnostics import (
-    nested_rhat,
-    report_stability,
-    sample_stats_summary,
-    stability,
-)
-from ebmcmc.diagnostics.stability import CURVE_COLUMNS
+from ebmcmc.diagnostics import nested_rhat, sample_stats_summary
+from ebmcmc.evaluation import mmd
 from ebmcmc.kernels import MALA, Langevin
 from ebmcmc.kernels.base import Info, Kernel, State
-from ebmcmc.metrics import mmd
+from ebmcmc.studies import CURVE_COLUMNS, StabilityCriteria, report_stability, stability
 from ebmcmc.targets import Gaussian
 
 # ------------------------------------------------------------------ nested R-hat
@@ -134,7 +129,7 @@ def test_stable_mala_study_passes():
         1200,
         short_run=15,
         quality_fn=lambda x: mmd(ref, x),
-        window=1000,
+        criteria=StabilityCriteria(window=1000),
     )
     assert res.passed, res.reasons
     assert res.reasons == []
@@ -152,7 +147,9 @@ def test_stable_mala_study_passes():
 
 def test_unstable_langevin_fails_for_the_energy():
     # ULA with eps * curvature = 2.5 > 2 is unstable: |x| grows by 1.5x per step
-    res = stability(TARGET, Langevin(2.5), _starts(32), 200, short_run=4, window=100)
+    res = stability(
+        TARGET, Langevin(2.5), _starts(32), 200, short_run=4, criteria=StabilityCriteria(window=100)
+    )
     assert not res.passed
     assert any("energy left its band" in r for r in res.reasons)
     assert any("disagree" in r or "undefined" in r for r in res.reasons)
@@ -161,7 +158,15 @@ def test_unstable_langevin_fails_for_the_energy():
 def test_drifting_chains_saturate_at_the_bounds():
     drift = lambda x: -2.0 * x.sum(-1)  # noqa: E731 - pushes every coordinate up, forever
     starts = {"a": torch.zeros(16, 3), "b": 0.5 * torch.ones(16, 3)}
-    res = stability(drift, MALA(0.05), starts, 300, short_run=3, bounds=(-1.0, 1.0), window=50)
+    res = stability(
+        drift,
+        MALA(0.05),
+        starts,
+        300,
+        short_run=3,
+        bounds=(-1.0, 1.0),
+        criteria=StabilityCriteria(window=50),
+    )
     assert not res.passed
     assert any("saturation" in r for r in res.reasons)
     assert res.curves["a"]["saturation"].iloc[-1] == 1.0
@@ -183,7 +188,9 @@ class _Exploding(Kernel):
 
 def test_non_finite_values_are_reported():
     starts = {"a": torch.ones(8, 2), "b": torch.ones(8, 2)}
-    res = stability(TARGET, _Exploding(), starts, 40, short_run=1, window=20)
+    res = stability(
+        TARGET, _Exploding(), starts, 40, short_run=1, criteria=StabilityCriteria(window=20)
+    )
     assert not res.passed
     assert any("non-finite" in r and r.startswith("a:") for r in res.reasons)
     assert res.curves["a"]["nonfinite"].iloc[-1] == 8 * 2 + 8  # every coordinate and energy
@@ -196,7 +203,7 @@ def _small(**kw):
         _starts(16),
         120,
         short_run=5,
-        window=40,
+        criteria=StabilityCriteria(window=40),
         quality_fn=lambda x: float(x.double().pow(2).mean()),
         **kw,
     )
@@ -227,7 +234,7 @@ def test_rerun_and_interrupted_resume_give_identical_figures(tmp_path):
         return float(x.double().pow(2).mean())
 
     path = tmp_path / "study.pt"
-    kw = dict(short_run=5, window=40, state_path=path)
+    kw = dict(short_run=5, criteria=StabilityCriteria(window=40), state_path=path)
     with pytest.raises(KeyboardInterrupt):
         stability(TARGET, MALA(0.9), _starts(16), 120, quality_fn=flaky, **kw)
     assert path.is_file()
@@ -239,7 +246,9 @@ def test_rerun_and_interrupted_resume_give_identical_figures(tmp_path):
 
 
 def test_stability_report_states_the_verdict(tmp_path):
-    res = stability(TARGET, Langevin(2.5), _starts(16), 60, short_run=3, window=30)
+    res = stability(
+        TARGET, Langevin(2.5), _starts(16), 60, short_run=3, criteria=StabilityCriteria(window=30)
+    )
     html = report_stability(res, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "NOT STABLE" in md and "energy left its band" in md
@@ -269,15 +278,30 @@ def test_nested_agreement_for_chains_that_stay_in_their_modes():
     signs = torch.tensor([-3.0, 3.0]).repeat(64)[:, None] * torch.tensor([[1.0, 0.0]])
     a = signs + 0.25 * torch.randn(128, 2, generator=g)
     b = signs + 0.25 * torch.randn(128, 2, generator=g)
-    kw = dict(short_run=10, window=400)
-    plain = stability(t, MALA(0.05), {"a": a, "b": b}, 800, **kw)
-    nested = stability(t, MALA(0.05), {"a": a, "b": b}, 800, agreement="nested", **kw)
+    plain = stability(t, MALA(0.05), {"a": a, "b": b}, 800, short_run=10,
+                      criteria=StabilityCriteria(window=400))  # fmt: skip
+    nest = StabilityCriteria(agreement="nested", window=400)
+    nested = stability(t, MALA(0.05), {"a": a, "b": b}, 800, short_run=10, criteria=nest)
     assert any("R-hat" in r for r in plain.reasons)
     assert nested.passed, nested.reasons
     one_mode = torch.tensor([3.0, 0.0]) + 0.25 * torch.randn(128, 2, generator=g)
-    bad = stability(t, MALA(0.05), {"a": a, "b": one_mode}, 800, agreement="nested", **kw)
+    bad = stability(t, MALA(0.05), {"a": a, "b": one_mode}, 800, short_run=10, criteria=nest)
     assert any("nested R-hat" in r for r in bad.reasons)
     with pytest.raises(ValueError, match="agreement"):
-        stability(t, MALA(0.05), {"a": a, "b": b}, 10, agreement="bogus")
+        StabilityCriteria(agreement="bogus")
     with pytest.raises(ValueError, match="equal chain counts"):
-        stability(t, MALA(0.05), {"a": a, "b": b[:64]}, 10, agreement="nested")
+        stability(t, MALA(0.05), {"a": a, "b": b[:64]}, 10, criteria=nest)
+
+
+def test_deprecated_band_keywords_still_work():
+    """0.1 spelled the bands as keywords of stability(); they keep working for one release."""
+    with pytest.warns(DeprecationWarning, match="StabilityCriteria"):
+        old = stability(TARGET, MALA(0.9), _starts(8), 40, short_run=2, window=20)
+    new = stability(TARGET, MALA(0.9), _starts(8), 40, short_run=2,
+                    criteria=StabilityCriteria(window=20))  # fmt: skip
+    for n in old.curves:
+        pd.testing.assert_frame_equal(old.curves[n], new.curves[n], check_exact=True)
+    with pytest.raises(TypeError, match="not both"):
+        stability(TARGET, MALA(0.9), _starts(8), 40, window=20, criteria=StabilityCriteria())
+    with pytest.raises(TypeError, match="unexpected"):
+        stability(TARGET, MALA(0.9), _starts(8), 40, windoww=20)

@@ -25,7 +25,7 @@ def _trainer(run_dir, estimator, seed=1):
     "make_estimator",
     [
         lambda: PersistentContrastiveDivergence(Langevin(0.01), 3, buffer_size=64),
-        lambda: DiffusionRecoveryLikelihood(DRLSchedule(6), langevin_steps=3),
+        lambda: DiffusionRecoveryLikelihood(DRLSchedule(6), num_langevin_steps=3),
     ],
     ids=["pcd", "drl"],
 )

@@ -1,5 +1,7 @@
-"""Convergence diagnostics: summaries of traces through the ArviZ bridge, nested R-hat,
-long-run stability studies and reports.
+"""Convergence diagnostics: summaries of traces through the ArviZ bridge, nested R-hat, and
+reports people read.
+
+ArviZ, xarray, pandas and matplotlib load with this package, not with ``import ebmcmc``.
 
 Example:
     >>> import torch, ebmcmc
@@ -11,7 +13,6 @@ Example:
 """
 
 from .report import Finding, Section, check_trace, report, write_report
-from .stability import StabilityResult, report_stability, stability
 from .summary import nested_rhat, sample_stats_summary, summary
 
 __all__ = [
@@ -23,7 +24,18 @@ __all__ = [
     "Section",
     "Finding",
     "check_trace",
-    "stability",
-    "StabilityResult",
-    "report_stability",
 ]
+
+_MOVED = {"stability": "stability", "StabilityResult": "StabilityResult",
+          "report_stability": "report_stability"}  # fmt: skip
+
+
+def __getattr__(name: str):
+    # 0.1 names of the long-run study, now in ebmcmc.studies (removed in 0.3)
+    if name in _MOVED:
+        from .. import studies  # deprecated spelling only
+        from .._deprecation import warn_deprecated
+
+        warn_deprecated(f"ebmcmc.diagnostics.{name}", f"ebmcmc.studies.{_MOVED[name]}")
+        return getattr(studies, _MOVED[name])
+    raise AttributeError(f"module 'ebmcmc.diagnostics' has no attribute {name!r}")

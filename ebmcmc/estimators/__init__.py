@@ -6,7 +6,7 @@ Example:
     >>> from ebmcmc.estimators import DiffusionRecoveryLikelihood
     >>> from ebmcmc.diffusion import DRLSchedule
     >>> est = DiffusionRecoveryLikelihood(DRLSchedule(6))
-    >>> est.langevin_steps
+    >>> est.num_langevin_steps
     30
 """
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._deprecation import renamed_kwargs, warn_deprecated
 from ..kernels.base import Kernel, State
 from .base import Estimator, LossOutput
 
@@ -53,7 +54,8 @@ class ContrastiveDivergence(Estimator):
 
     Args:
         kernel: any ebmcmc kernel (e.g. ``Langevin(step_size=...)``).
-        steps: K.
+        num_mcmc_steps: K, the kernel steps per loss (named for any kernel, not only
+            Langevin; ``steps`` is its deprecated 0.1 spelling).
         init: ``"data"`` (CD-k) or ``"noise"`` (short-run ML).
         noise: initializer for ``init="noise"``, ``(shape, generator, like) -> Tensor``;
             default uniform on [-1, 1].
@@ -66,39 +68,47 @@ class ContrastiveDivergence(Estimator):
         >>> from ebmcmc.kernels import Langevin
         >>> model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(),
         ...                             torch.nn.Linear(16, 1), torch.nn.Flatten(0))
-        >>> est = ContrastiveDivergence(Langevin(0.01), steps=5)
+        >>> est = ContrastiveDivergence(Langevin(0.01), num_mcmc_steps=5)
         >>> out = est.loss(model, torch.randn(8, 2), torch.Generator().manual_seed(0))
         >>> out.loss.backward()
     """
 
+    @renamed_kwargs(steps="num_mcmc_steps")
     def __init__(
         self,
         kernel: Kernel,
-        steps: int,
+        num_mcmc_steps: int,
         init: str = "data",
         noise: Callable | None = None,
         energy_reg: float = 0.0,
     ):
         if not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be an ebmcmc Kernel, got {type(kernel).__name__}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        n = num_mcmc_steps
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_mcmc_steps must be an int >= 1, got {n!r}")
         if init not in ("data", "noise"):
             raise ValueError(f"init must be 'data' or 'noise', got {init!r}")
         if not energy_reg >= 0:
             raise ValueError(f"energy_reg must be >= 0, got {energy_reg!r}")
-        self.kernel, self.steps, self.init = kernel, steps, init
+        self.kernel, self.num_mcmc_steps, self.init = kernel, num_mcmc_steps, init
         self.noise = noise or uniform_noise()
         self.energy_reg = float(energy_reg)
+
+    @property
+    def steps(self) -> int:
+        """Deprecated: :attr:`num_mcmc_steps` (removed in 0.3)."""
+        warn_deprecated("ContrastiveDivergence.steps", "num_mcmc_steps")
+        return self.num_mcmc_steps
 
     def _chains(self, model, start: Tensor, generator) -> tuple[Tensor, float]:
         energy = _energy_of(model)
         state: State = self.kernel.init(energy, start.detach(), validate=False)
         acc = 0.0
-        for _ in range(self.steps):
+        for _ in range(self.num_mcmc_steps):
             state, info = self.kernel.step(energy, state, generator)
             acc += float(info.accept_prob.mean())
-        return state.position.detach(), acc / self.steps
+        return state.position.detach(), acc / self.num_mcmc_steps
 
     def _start(self, batch: Tensor, generator) -> Tensor:
         if self.init == "data":
@@ -126,17 +136,26 @@ class ContrastiveDivergence(Estimator):
         return self._loss(model, batch, neg, acc)
 
 
+@renamed_kwargs(steps="num_mcmc_steps")
 def ShortRunML(
-    kernel: Kernel, steps: int, noise: Callable | None = None, energy_reg: float = 0.0
+    kernel: Kernel, num_mcmc_steps: int, noise: Callable | None = None, energy_reg: float = 0.0
 ) -> ContrastiveDivergence:
     """Short-run ML (Nijkamp et al. 2019): K kernel steps from noise every iteration.
 
+    Args:
+        kernel: as :class:`ContrastiveDivergence`.
+        num_mcmc_steps: K.
+        noise: as :class:`ContrastiveDivergence`.
+        energy_reg: as :class:`ContrastiveDivergence`.
+
     Example:
         >>> from ebmcmc.kernels import Langevin
-        >>> ShortRunML(Langevin(0.01), steps=20).init
+        >>> ShortRunML(Langevin(0.01), num_mcmc_steps=20).init
         'noise'
     """
-    return ContrastiveDivergence(kernel, steps, init="noise", noise=noise, energy_reg=energy_reg)
+    return ContrastiveDivergence(
+        kernel, num_mcmc_steps, init="noise", noise=noise, energy_reg=energy_reg
+    )
 
 
 class PersistentContrastiveDivergence(ContrastiveDivergence):
@@ -148,7 +167,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
 
     Args:
         kernel: as :class:`ContrastiveDivergence`.
-        steps: as :class:`ContrastiveDivergence`.
+        num_mcmc_steps: as :class:`ContrastiveDivergence`.
         noise: as :class:`ContrastiveDivergence`.
         energy_reg: as :class:`ContrastiveDivergence`.
         buffer_size: samples kept.
@@ -166,16 +185,17 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         torch.Size([100, 2])
     """
 
+    @renamed_kwargs(steps="num_mcmc_steps")
     def __init__(
         self,
         kernel: Kernel,
-        steps: int,
+        num_mcmc_steps: int,
         buffer_size: int = 10000,
         reinit_prob: float = 0.05,
         noise: Callable | None = None,
         energy_reg: float = 0.0,
     ):
-        super().__init__(kernel, steps, init="noise", noise=noise, energy_reg=energy_reg)
+        super().__init__(kernel, num_mcmc_steps, init="noise", noise=noise, energy_reg=energy_reg)
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"buffer_size must be an int >= 1, got {buffer_size!r}")
         if not 0 <= reinit_prob <= 1:

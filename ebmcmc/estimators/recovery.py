@@ -14,11 +14,10 @@ Every constant follows ``shared/algorithms.md`` section 1; the defaults are the 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from .._deprecation import renamed_kwargs, warn_deprecated
 from ..diffusion import RecoverySchedule, gather
 from ..kernels import MALA, IndependenceMetropolis, Langevin
 from ..kernels.base import State, where_batch
@@ -87,7 +86,7 @@ class DiffusionRecoveryLikelihood(Estimator):
     Args:
         schedule: a :class:`~ebmcmc.diffusion.RecoverySchedule` (``DRLSchedule(6)`` for the
             paper).
-        langevin_steps: ``K`` (30 in the paper).
+        num_langevin_steps: ``K``, Langevin steps per level (30 in the paper).
         step_size_b2: ``b^2`` of the step sizes ``s_t`` (2e-4 in the paper, for images in
             [-1, 1]; a 2-D toy problem on a wider range may choose a larger one).
         noise_scale: ``lambda`` of the Langevin noise during training (1.0).
@@ -116,7 +115,7 @@ class DiffusionRecoveryLikelihood(Estimator):
         >>> import torch
         >>> from ebmcmc.diffusion import DRLSchedule
         >>> from ebmcmc.nn import TimeMLP
-        >>> est = DiffusionRecoveryLikelihood(DRLSchedule(6), langevin_steps=5)
+        >>> est = DiffusionRecoveryLikelihood(DRLSchedule(6), num_langevin_steps=5)
         >>> model = TimeMLP(2, hidden=32, num_levels=6)
         >>> out = est.loss(model, torch.randn(16, 2), torch.Generator().manual_seed(0))
         >>> out.loss.backward()
@@ -124,10 +123,11 @@ class DiffusionRecoveryLikelihood(Estimator):
         torch.Size([16, 2])
     """
 
+    @renamed_kwargs(langevin_steps="num_langevin_steps")
     def __init__(
         self,
         schedule: RecoverySchedule,
-        langevin_steps: int = 30,
+        num_langevin_steps: int = 30,
         step_size_b2: float = 2e-4,
         noise_scale: float = 1.0,
         loss_weight: str | Tensor = "paper",
@@ -137,17 +137,17 @@ class DiffusionRecoveryLikelihood(Estimator):
         if not isinstance(schedule, RecoverySchedule):
             raise TypeError("schedule must be a RecoverySchedule (e.g. DRLSchedule(6))")
         if (
-            isinstance(langevin_steps, bool)
-            or not isinstance(langevin_steps, int)
-            or langevin_steps < 1
+            isinstance(num_langevin_steps, bool)
+            or not isinstance(num_langevin_steps, int)
+            or num_langevin_steps < 1
         ):
-            raise ValueError(f"langevin_steps must be an int >= 1, got {langevin_steps!r}")
+            raise ValueError(f"num_langevin_steps must be an int >= 1, got {num_langevin_steps!r}")
         if not step_size_b2 > 0:
             raise ValueError(f"step_size_b2 must be > 0, got {step_size_b2!r}")
         if not noise_scale >= 0:
             raise ValueError(f"noise_scale must be >= 0, got {noise_scale!r}")
         self.schedule = schedule
-        self.langevin_steps = langevin_steps
+        self.num_langevin_steps = num_langevin_steps
         self.b2 = float(step_size_b2)
         self.noise_scale = float(noise_scale)
         self.step_sizes = schedule.step_size(self.b2)
@@ -158,6 +158,12 @@ class DiffusionRecoveryLikelihood(Estimator):
         self.jump_every = jump_every
         if self.metropolis and self.noise_scale != 1.0:
             raise ValueError("metropolis=True needs noise_scale=1 (MALA has no noise scale)")
+
+    @property
+    def langevin_steps(self) -> int:
+        """Deprecated: :attr:`num_langevin_steps` (removed in 0.3)."""
+        warn_deprecated("DiffusionRecoveryLikelihood.langevin_steps", "num_langevin_steps")
+        return self.num_langevin_steps
 
     def _weights(self, loss_weight) -> Tensor:
         T = self.schedule.num_levels
@@ -215,111 +221,20 @@ class DiffusionRecoveryLikelihood(Estimator):
 
         return energy
 
-    @torch.no_grad()
-    def log_prob_on_grid(
-        self,
-        model,
-        lim: float,
-        resolution: int = 200,
-        num_ancestors: int = 4000,
-        upper_resolution: int = 128,
-        generator=None,
-        chunk_size: int = 128,
-    ):
-        """The density of ``x_0`` under DRL's hierarchical model, exactly on a grid (2-D only).
-
-        DRL's model of the data is the chain of conditionals
-        ``p(x_0) = ∫ p(x_0 | x_1) p(x_1 | x_2) ... p(x_{T-1}) dx_{1:T-1}``, with
-        ``p(x_t | x_{t+1}) ∝ exp(-E(a'_{t+1} x_t, t) / s_t^2 - r_{t+1} |a'_{t+1} x_t -
-        x_{t+1}|^2 / (2 sigma_{t+1}^2))`` and the top level untethered. In 2-D every
-        conditional can be normalised on a grid, so the model is evaluated without MCMC:
-        ``num_ancestors`` ancestral draws of ``x_1`` are taken level by level from the exact
-        (gridded) conditionals, and ``p(x_0)`` is the average of their level-0 conditionals
-        on the output grid. The Monte Carlo error shrinks as ``1 / sqrt(num_ancestors)``.
-
-        This is the density DRL's generator targets; :meth:`marginal_energy` at level 0 is a
-        different object (the level-0 EBM alone, whose relative mode weights the tethered
-        level-0 chains cannot see across barriers).
-
-        Args:
-            model: the EBM ``model(y, t)`` on 2-D points.
-            lim: half-width of the output grid for ``x_0`` (in the model's units); level
-                ``t``'s grid spans ``abar_t * lim + 5 sigma_bar_t``.
-            resolution: cells per axis of the output grid.
-            num_ancestors: ancestral draws of ``x_1``.
-            upper_resolution: cells per axis of the grids of levels ``1..T-1``.
-            generator: ``torch.Generator`` or seed for the ancestral draws.
-            chunk_size: ancestors handled at once (memory ``chunk_size * resolution^2``).
-
-        Returns:
-            A :class:`ebmcmc.metrics.GridLogProb` on ``[-lim, lim]^2``.
+    def log_prob_on_grid(self, model, lim: float, *args, **kwargs):
+        """Deprecated: use :func:`ebmcmc.evaluation.recovery_log_prob_on_grid` (removed in 0.3).
 
         Example:
-            >>> import torch
-            >>> from ebmcmc.diffusion import DRLSchedule
-            >>> est = DiffusionRecoveryLikelihood(DRLSchedule(3), step_size_b2=1e-2)
-            >>> s2 = est.step_sizes**2
-            >>> model = lambda y, t: 0.5 * (y**2).sum(-1) * s2[t]  # N(0, I) at every level
-            >>> grid = est.log_prob_on_grid(model, 4.0, 60, num_ancestors=200, generator=0)
-            >>> grid.log_prob.shape
-            torch.Size([60, 60])
+            >>> import warnings
+            >>> warnings.simplefilter("ignore", DeprecationWarning)
         """
-        from .._random import as_generator
-        from ..metrics import GridLogProb, _grid
+        from ..evaluation.grid import recovery_log_prob_on_grid  # deprecated shim only
 
-        sched, T = self.schedule, self.schedule.num_levels
-        gen = as_generator(generator)
-        try:
-            dev = next(model.parameters()).device
-            dt = next(model.parameters()).dtype
-        except (AttributeError, StopIteration):
-            dev, dt = torch.device("cpu"), torch.float32
-
-        def level_grid(t: int):
-            half = (
-                float(lim)
-                if t == 0
-                else float(sched.signal_bar[t]) * lim + 5 * float(sched.sigma_bar[t])
-            )
-            res = resolution if t == 0 else upper_resolution
-            xs, ys, pts, area = _grid(half, res, torch.float64, dev)
-            u = torch.cat([
-                self.marginal_energy(model, t)(c.to(dt)).double()
-                for c in pts.split(65536)
-            ])  # fmt: skip
-            if not bool(torch.isfinite(u).all()):
-                raise FloatingPointError(f"the energy at level {t} is not finite on the grid")
-            return xs, ys, pts, area, u
-
-        def conditional_logits(u, pts, t, x_next):  # (chunk, cells)
-            a = float(sched.signal_prime[t + 1])
-            coef = float(sched.tether[t + 1]) / (2 * float(sched.sigma[t + 1]) ** 2)
-            if coef == 0.0:
-                return (-u).expand(x_next.shape[0], -1)
-            return -u - coef * torch.cdist(x_next, a * pts).pow(2)
-
-        def draw(logits, pts, xs, ys):
-            idx = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1)
-            hx, hy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
-            jitter = torch.rand(idx.shape[0], 2, generator=gen, dtype=torch.float64) - 0.5
-            return pts[idx] + jitter.to(dev) * torch.tensor([hx, hy], dtype=torch.float64,
-                                                            device=dev)  # fmt: skip
-
-        # ancestral draws of x_{T-1}, ..., x_1 from the exact gridded conditionals
-        x = torch.zeros(num_ancestors, 2, dtype=torch.float64, device=dev)
-        for t in range(T - 1, 0, -1):
-            xs, ys, pts, _, u = level_grid(t)
-            x = torch.cat([draw(conditional_logits(u, pts, t, c), pts, xs, ys)
-                           for c in x.split(chunk_size)])  # fmt: skip
-        xs, ys, pts, area, u = level_grid(0)
-        acc = None
-        for c in x.split(chunk_size):
-            lp = torch.log_softmax(conditional_logits(u, pts, 0, c), -1)
-            part = torch.logsumexp(lp, 0)
-            acc = part if acc is None else torch.logaddexp(acc, part)
-        log_prob = acc - math.log(num_ancestors) - math.log(area)
-        r = xs.numel()
-        return GridLogProb(xs.cpu(), ys.cpu(), log_prob.reshape(r, r).cpu(), 0.0, area)
+        warn_deprecated(
+            "DiffusionRecoveryLikelihood.log_prob_on_grid",
+            "ebmcmc.evaluation.recovery_log_prob_on_grid(estimator, model, ...)",
+        )
+        return recovery_log_prob_on_grid(self, model, lim, *args, **kwargs)
 
     def kernel(self, t: Tensor, like: Tensor, noise_scale: float | None = None) -> Langevin | MALA:
         """The Langevin kernel with per-example step ``eps = s_t^2 / 2`` (MALA if
@@ -330,6 +245,7 @@ class DiffusionRecoveryLikelihood(Estimator):
         lam = self.noise_scale if noise_scale is None else noise_scale
         return Langevin(step_size=s**2 / 2, noise_scale=lam)
 
+    @renamed_kwargs(num_steps="num_langevin_steps")
     def sample_conditional(
         self,
         model,
@@ -337,7 +253,7 @@ class DiffusionRecoveryLikelihood(Estimator):
         x_next: Tensor,
         generator=None,
         noise_scale: float | None = None,
-        num_steps: int | None = None,
+        num_langevin_steps: int | None = None,
     ) -> Tensor:
         """K Langevin steps on the recovery energy from ``y = x_{t+1}``; returns ``y``, detached."""
         energy = self.recovery_energy(model, t, x_next)
@@ -345,7 +261,8 @@ class DiffusionRecoveryLikelihood(Estimator):
         jump = self.jump_kernel(t, x_next)
         tethered = gather(self.schedule.tether, t + 1, x_next).reshape(t.shape) > 0
         state: State = kernel.init(energy, x_next.detach(), validate=False)
-        for k in range(self.langevin_steps if num_steps is None else num_steps):
+        steps = self.num_langevin_steps if num_langevin_steps is None else num_langevin_steps
+        for k in range(steps):
             state, _ = kernel.step(energy, state, generator)
             if jump is not None and (k + 1) % self.jump_every == 0:
                 new, _ = jump.step(energy, state, generator)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from .._deprecation import warn_deprecated
 from ..energy import energy_and_grad
 from .base import (
     Info,
@@ -28,16 +29,18 @@ __all__ = ["HMC"]
 
 @dataclass(frozen=True)
 class HMC(Kernel):
-    """Hamiltonian Monte Carlo: ``num_steps`` leapfrog steps, then a Metropolis correction.
+    """Hamiltonian Monte Carlo: ``num_leapfrog_steps`` leapfrog steps, then a Metropolis
+    correction.
 
     Momentum ``p ~ N(0, M)`` with diagonal ``M = 1 / inverse_mass_matrix``; kinetic energy
     ``K(p) = 0.5 * sum(inverse_mass_matrix * p**2)``. A trajectory whose Hamiltonian error
     exceeds ``divergence_threshold`` or turns non-finite is rejected and flagged diverging.
-    One step costs ``num_steps`` energy+gradient evaluations.
+    One step costs ``num_leapfrog_steps`` energy+gradient evaluations.
 
     Args:
         step_size: leapfrog step ``> 0``, scalar or per-chain tensor (batch shape).
-        num_steps: leapfrog steps per transition, int ``>= 1`` or per-chain integer tensor.
+        num_leapfrog_steps: leapfrog steps per transition, int ``>= 1`` or per-chain integer
+            tensor.
         inverse_mass_matrix: diagonal of ``M^{-1}``, shape ``event`` or ``(*batch, *event)``;
             ``None`` means the identity.
         divergence_threshold: Hamiltonian error beyond which a trajectory counts as divergent.
@@ -45,12 +48,13 @@ class HMC(Kernel):
             ``Uniform(1 - jitter, 1 + jitter)`` (``0 <= jitter < 1``; 0 = off). A random
             trajectory length breaks the resonances of a fixed one (e.g. on Gaussians, where
             some directions return to their start) and keeps the kernel exact.
+        num_steps: deprecated spelling of ``num_leapfrog_steps`` (removed in 0.3).
 
     Example:
         >>> import torch
         >>> from ebmcmc.kernels import HMC
         >>> energy = lambda x: 0.5 * (x**2).sum(-1)
-        >>> k = HMC(step_size=0.3, num_steps=5)
+        >>> k = HMC(step_size=0.3, num_leapfrog_steps=5)
         >>> s = k.init(energy, torch.zeros(16, 2))
         >>> s, info = k.step(energy, s, torch.Generator().manual_seed(0))
         >>> s.position.shape, info.accepted.shape
@@ -58,18 +62,26 @@ class HMC(Kernel):
     """
 
     step_size: float | Tensor = 0.1
-    num_steps: int | Tensor = 10
+    num_leapfrog_steps: int | Tensor = 10
     inverse_mass_matrix: Tensor | None = None
     divergence_threshold: float = 1000.0
     jitter: float = 0.0
+    num_steps: InitVar[int | Tensor | None] = None
     default_target_accept: ClassVar[float] = 0.8
     adaptable: ClassVar[tuple[str, ...]] = ("step_size", "inverse_mass_matrix")
 
-    def __post_init__(self):
+    def __post_init__(self, num_steps=None):
+        if num_steps is not None:
+            if not (isinstance(self.num_leapfrog_steps, int) and self.num_leapfrog_steps == 10):
+                raise TypeError("give num_leapfrog_steps= only (num_steps= is its old spelling)")
+            warn_deprecated("HMC(num_leapfrog_steps=...)", "HMC(num_leapfrog_steps=...)")
+            object.__setattr__(self, "num_leapfrog_steps", num_steps)
         check_positive("step_size", self.step_size)
-        n = torch.as_tensor(self.num_steps)
+        n = torch.as_tensor(self.num_leapfrog_steps)
         if n.is_floating_point() or n.is_complex() or bool((n < 1).any()) or n.numel() == 0:
-            raise ValueError(f"num_steps must be an integer >= 1, got {self.num_steps!r}")
+            raise ValueError(
+                f"num_leapfrog_steps must be an integer >= 1, got {self.num_leapfrog_steps!r}"
+            )
         if self.inverse_mass_matrix is not None:
             check_positive("inverse_mass_matrix", self.inverse_mass_matrix)
         check_positive("divergence_threshold", self.divergence_threshold)
@@ -78,8 +90,8 @@ class HMC(Kernel):
 
     @property
     def evals_per_step(self) -> int:  # type: ignore[override]
-        """Energy+gradient evaluations per transition (the largest ``num_steps``)."""
-        return int(torch.as_tensor(self.num_steps).max())
+        """Energy+gradient evaluations per transition (the largest ``num_leapfrog_steps``)."""
+        return int(torch.as_tensor(self.num_leapfrog_steps).max())
 
     def _inv_mass(self, x: Tensor) -> Tensor | None:
         if self.inverse_mass_matrix is None:
@@ -112,14 +124,15 @@ class HMC(Kernel):
             return 0.5 * (k.flatten(start_dim=k.ndim - ne).sum(-1) if ne else k)
 
         k0 = kinetic(p)
-        n = torch.as_tensor(self.num_steps)
+        n = torch.as_tensor(self.num_leapfrog_steps)
         per_chain_steps = n.numel() > 1
         if per_chain_steps:
             try:
                 n_b = torch.broadcast_to(n.to(x0.device), bs)
             except RuntimeError as err:
                 raise ValueError(
-                    f"num_steps of shape {tuple(n.shape)} does not broadcast to the chains' "
+                    f"num_leapfrog_steps of shape {tuple(n.shape)} does not broadcast to the "
+                    f"chains' "
                     f"batch shape {tuple(bs)}"
                 ) from err
             total = int(n.max())
@@ -146,7 +159,7 @@ class HMC(Kernel):
                 where_batch(accepted, g, g0),
             )
             return new_state, Info(accept_prob, accepted, diverging)
-        # per-chain trajectory lengths: chains stop (and freeze) at their own num_steps
+        # per-chain trajectory lengths: chains stop (and freeze) at their own length
         alive = torch.ones(bs, dtype=torch.bool, device=x0.device)
         for i in range(total):
             active = alive & (n_b > i)

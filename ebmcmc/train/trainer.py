@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._files import atomic_write
-from .estimators.base import Estimator
+from .._files import atomic_write
+from ..estimators.base import Estimator
 
 __all__ = ["TrainConfig", "Trainer", "save_atomic", "load_checkpoint"]
 
