@@ -14,7 +14,7 @@ example), then:
   and from generated samples run ``--long-run`` steps (10,000 by default, 333x the training
   K) through :func:`ebmcmc.studies.stability`, which records energy, quality (MMD, or FID
   for digits) and saturation at log-spaced steps and judges them against
-  ``shared/algorithms.md`` section 5 (energy and quality within their bands of the short-run
+  ``docs/methods/long-run.md`` (energy and quality within their bands of the short-run
   values, starts agreeing by nested R-hat, nothing non-finite or saturated).
 
 One table (``long_run.md``, rows also in ``long_run.json``) and one stability report per run

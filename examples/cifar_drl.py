@@ -1,6 +1,6 @@
 """Train diffusion recovery likelihood (DRL; Gao et al., ICLR 2021) on CIFAR-10.
 
-The defaults are the paper's CIFAR-10 configuration (``shared/algorithms.md`` section 1): T = 6
+The defaults are the paper's CIFAR-10 configuration (``docs/methods/drl.md``): T = 6
 noise levels, K = 30 Langevin steps per level, ``b^2 = 2e-4``, the DRL ResNet (8 residual
 blocks per resolution, width 128, multipliers (1, 2, 2, 2), spectral norm; 34.8M parameters),
 batch 256, Adam 1e-4 with 1,000 warm-up steps, EMA 0.999 (sampling uses the EMA weights),

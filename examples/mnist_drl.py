@@ -8,13 +8,13 @@ against training images, and the Trainer's ``checkpoint.pt`` (a second run resum
 The model is a :class:`~ebmcmc.nn.TimeMLP` on the flattened pixels and the configuration
 :func:`ebmcmc.app.setups.digits_setup` (DRL with the paper's image constants: T = 6, K = 30,
 b^2 = 2e-4). MNIST (784 pixels) uses the same set-up with a 512-wide network; it needs
-``--data`` pointing at the IDX files (``../shared/data/mnist`` here).
+``--data`` pointing at the folder with the IDX files.
 
 Example::
 
     python examples/mnist_drl.py --estimator drl --minutes 5 --out out/digits_drl
     python examples/mnist_drl.py --estimator cd --minutes 5 --out out/digits_cd
-    python examples/mnist_drl.py --dataset mnist --data ../shared/data/mnist --out out/mnist
+    python examples/mnist_drl.py --dataset mnist --data path/to/mnist --out out/mnist
     python examples/mnist_drl.py --smoke --out /tmp/digits   # CI: a few steps
 """
 
@@ -72,7 +72,7 @@ def load(args):
         return D.load_digits("train")[0], D.load_digits("test")[0]
     if args.data is None:
         raise SystemExit(
-            "--dataset mnist needs --data DIR (the IDX files, e.g. ../shared/data/mnist)"
+            "--dataset mnist needs --data DIR (the folder with the IDX files)"
         )
     return D.load_mnist(args.data, "train")[0], D.load_mnist(args.data, "test")[0]
 

@@ -16,12 +16,12 @@ from ebmcmc.diffusion import (
     gather,
 )
 
-# The T = 6 DRL table of the spec (docs: algorithms.md, section 1), as printed there.
+# The T = 6 DRL table of the spec (docs/methods/drl.md), as printed there.
 DRL_T6_SIGMA = [0.0100, 0.3237, 0.5165, 0.6322, 0.7132, 0.7734, 0.9997]
 DRL_T6_SIGMA_BAR = [0.0100, 0.3238, 0.5862, 0.7785, 0.8980, 0.9603, 0.99998]
 DRL_T6_STEP = [0.0046, 0.0416, 0.0685, 0.0890, 0.1036, 0.1386]
 DRL_T6_WEIGHT = [1.0, 0.627, 0.512, 0.454, 0.419, 0.324]
-# CDRL's alpha_bar at t = 0, 1/6, .., 1 (algorithms.md, section 2), as printed there.
+# CDRL's alpha_bar at t = 0, 1/6, .., 1 (docs/methods/cdrl.md), as printed there.
 CDRL_ALPHA_BAR = [0.99994, 0.936, 0.768, 0.535, 0.294, 0.102, 0.0061]
 
 
@@ -277,7 +277,7 @@ def test_cdrl_schedule_matches_spec():
     _assert_table(s.alpha_bar, CDRL_ALPHA_BAR, [5, 3, 3, 3, 3, 3, 4])  # as printed
     assert abs(s.logsnr[0].item() - 9.8) < 1e-9 and abs(s.logsnr[-1].item() + 5.1) < 1e-9
     assert bool((torch.diff(s.logsnr) < 0).all())
-    # independent re-derivation of the formulas in algorithms.md section 2
+    # independent re-derivation of the formulas in docs/methods/cdrl.md
     b = math.atan(math.exp(-9.8 / 2))
     a = math.atan(math.exp(5.1 / 2)) - b
     for k in range(7):

@@ -63,7 +63,7 @@ def test_drl_loss_gradients_reach_only_parameters_through_energies():
 
 
 def test_drl_langevin_step_matches_paper_update():
-    """One step: y' = y - (s^2/2) grad E_cond + lambda * s * xi (algorithms.md section 1)."""
+    """One step: y' = y - (s^2/2) grad E_cond + lambda * s * xi (docs/methods/drl.md)."""
     sched = DRLSchedule(6)
     model = TimeMLP(2, hidden=16, num_levels=6)
     est = DiffusionRecoveryLikelihood(sched, num_langevin_steps=1, noise_scale=0.7)

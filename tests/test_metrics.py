@@ -30,7 +30,8 @@ from ebmcmc.evaluation import (
 )
 from ebmcmc.targets import Gaussian
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+# where this machine keeps MNIST's IDX files (tests that need them skip without)
+MNIST_DIR = Path(os.environ.get("EBMCMC_MNIST_DIR", "data/mnist"))
 Z = 4.5
 
 

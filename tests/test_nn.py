@@ -12,7 +12,7 @@ from ebmcmc.nn import DRLResNet, TimeMLP, sinusoidal_embedding
 
 
 def _drl_param_count(in_ch: int, ch: int, mult: tuple[int, ...], blocks: int) -> int:
-    """Parameters of the DRL ResNet, counted from the architecture in algorithms.md."""
+    """Parameters of the DRL ResNet, counted from the architecture in docs/methods/drl.md."""
     temb = 4 * ch
     n = (ch * temb + temb) + (temb * temb + temb)  # level embedding: two Dense layers
     n += in_ch * ch * 9 + ch  # first 3x3 conv

@@ -193,9 +193,16 @@ def load_mnist(path: str | os.PathLike, split: str = "train") -> tuple[Tensor, T
         ValueError: corrupt header or mismatched sizes.
 
     Example:
-        >>> x, y = load_mnist("/work/shared/data/mnist", "test")  # doctest: +SKIP
-        >>> x.shape, y.dtype  # doctest: +SKIP
-        (torch.Size([10000, 1, 28, 28]), torch.int64)
+        >>> import gzip, os, struct, tempfile
+        >>> import numpy as np
+        >>> d = tempfile.mkdtemp()  # three blank images in MNIST's own format
+        >>> with gzip.open(os.path.join(d, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        ...     _ = f.write(struct.pack(">HBB3I", 0, 0x08, 3, 3, 28, 28) + bytes(3 * 28 * 28))
+        >>> with gzip.open(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+        ...     _ = f.write(struct.pack(">HBBI", 0, 0x08, 1, 3) + bytes([7, 2, 1]))
+        >>> x, y = load_mnist(d, "test")
+        >>> x.shape, y.tolist(), float(x.min())
+        (torch.Size([3, 1, 28, 28]), [7, 2, 1], -1.0)
     """
     if split == "t10k":
         split = "test"

@@ -8,8 +8,8 @@ recovered from its noisier version ``x_{t+1}`` by sampling the conditional (reco
 in ``y = a'_{t+1} x_t`` with K steps of unadjusted Langevin from ``y = x_{t+1}`` (step
 ``eps = s_t^2 / 2``, noise ``lambda * s_t``). The loss is
 ``mean_b w_t [E_theta(y_pos, t) - E_theta(y_neg, t)]`` with ``w_t = sigma_1 / sigma_{t+1}``.
-Every constant follows ``shared/algorithms.md`` section 1; the defaults are the paper's
-(images scaled to [-1, 1]).
+The defaults are the paper's constants for images scaled to [-1, 1]; the docs' methods page
+on DRL lists each one with its source.
 """
 
 from __future__ import annotations
