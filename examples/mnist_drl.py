@@ -71,9 +71,7 @@ def load(args):
     if args.dataset == "digits":
         return D.load_digits("train")[0], D.load_digits("test")[0]
     if args.data is None:
-        raise SystemExit(
-            "--dataset mnist needs --data DIR (the folder with the IDX files)"
-        )
+        raise SystemExit("--dataset mnist needs --data DIR (the folder with the IDX files)")
     return D.load_mnist(args.data, "train")[0], D.load_mnist(args.data, "test")[0]
 
 
