@@ -242,11 +242,19 @@ def test_keyboard_interrupt_returns_resumable_partial_trace():
 
 
 def test_progress_bar_runs(capsys):
+    """progress=True draws a tqdm bar on stderr that reaches the number of steps (warm-up
+    first, then sampling); progress=False prints nothing."""
     tr = run(n=150, seed=1)
+    capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tr2 = sample(std_normal, MALA(0.3), tr.final_state, 150, generator=1, progress=True)
+        tr2 = sample(std_normal, MALA(0.3), tr.final_state, 150, num_warmup=50, generator=1,
+                     progress=True)  # fmt: skip
+    err = capsys.readouterr().err
     assert tr2.num_draws == 150
+    assert "sampling" in err and "200/200" in err, err[-500:]
+    sample(std_normal, MALA(0.3), tr.final_state, 20, generator=1, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------------------- bad input
