@@ -19,6 +19,7 @@ condition) is handled by giving particles the shape ``(num_chains, *conditions, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,7 +170,8 @@ def _run(
     path = betas if not reverse else betas.flip(0)
     path = path.to(dtype=x.dtype, device=x.device)
     target = target_accept if target_accept is not None else kernel.default_target_accept
-    adapt = adapt and target is not None and "step_size" in kernel.adaptable
+    has_step = "step_size" in {f.name for f in dataclasses.fields(kernel)}
+    adapt = adapt and target is not None and has_step
     step = torch.as_tensor(kernel.step_size, dtype=x.dtype, device=x.device) if adapt else None
 
     def energy_at(beta):

@@ -12,15 +12,16 @@ from tqdm.auto import tqdm
 
 from ._random import make_generator
 from .adaptation import WindowAdaptation
-from .kernels.base import Info, Kernel, State
+from .kernels.base import ChainState, Info, Kernel
+from .kernels.proposal import per_chain
 from .trace import Trace
 
 __all__ = ["sample", "make_generator"]
 
-TraceFn = Callable[[State, Info], "Tensor | dict[str, Tensor]"]
+TraceFn = Callable[[ChainState, Info], "Tensor | dict[str, Tensor]"]
 
 
-def _default_trace_fn(state: State, info: Info) -> Tensor:
+def _default_trace_fn(state: ChainState, info: Info) -> Tensor:
     return state.position
 
 
@@ -32,6 +33,44 @@ def _as_record(value, name: str = "trace_fn") -> dict[str, Tensor]:
     raise TypeError(f"{name} must return a Tensor or a non-empty dict of Tensors")
 
 
+class _StepSizes:
+    """The ``step_size`` statistic: one row while the step size is constant, one per draw once
+    it changes."""
+
+    def __init__(self, batch_shape, like: Tensor):
+        self.batch_shape, self.like = batch_shape, like
+        self.first = None
+        self.rows: list[Tensor] | None = None  # per draw, once the step size varies
+        self.count = 0
+
+    def _row(self, value) -> Tensor:
+        return per_chain(value, self.batch_shape, self.like, "step_size")
+
+    def record(self, value) -> None:
+        if value is None:
+            return
+        if self.count == 0:
+            self.first = value
+        elif (
+            self.rows is None
+            and value is not self.first
+            and not (isinstance(value, float) and value == self.first)
+        ):
+            self.rows = [self._row(self.first)] * self.count
+        if self.rows is not None:
+            self.rows.append(self._row(value))
+        self.count += 1
+
+    def chain_major(self, recorded: int, num_chains: int) -> Tensor | None:
+        if self.count == 0 or self.count < recorded:
+            return None
+        if self.rows is None:
+            row = self._row(self.first).reshape(num_chains)
+            return row[:, None].expand(num_chains, recorded).contiguous()
+        t = torch.stack(self.rows[:recorded], 0).reshape(recorded, num_chains)
+        return t.transpose(0, 1).contiguous()
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -41,7 +80,7 @@ def _check_int(name: str, value, minimum: int) -> int:
 def sample(
     energy: Callable[[Tensor], Tensor],
     kernel: Kernel,
-    init: Tensor | State | Trace,
+    init: Tensor | ChainState | Trace,
     num_samples: int,
     num_warmup: int = 0,
     thin: int = 1,
@@ -107,10 +146,10 @@ def sample(
     if isinstance(init, Trace):
         if init.final_state is None:
             raise ValueError("init trace has no final state to resume from")
-        state = init.final_state
+        state = kernel.init_from(energy, init.final_state)
         resumed_gen_state = init.generator_state
-    elif isinstance(init, State):
-        state = init
+    elif isinstance(init, ChainState):
+        state = kernel.init_from(energy, init)
     elif isinstance(init, Tensor):
         state = kernel.init(energy, init)
     else:
@@ -161,10 +200,9 @@ def sample(
     # Per-step tensors are kept by reference (kernels return fresh tensors) and stacked once.
     records: dict[str, list[Tensor]] = {}
     stat_lists: dict[str, list[Tensor]] = {"energy": [], "accept_prob": [], "diverging": []}
-    step_now = kernel.recorded_step_size(state)
-    dynamic_step = step_now is not None and kernel.dynamic_step_size
-    if dynamic_step:
-        stat_lists["step_size"] = []
+    # the step size each recorded step used: kept once while it stays the same object (a
+    # tuned constant), per draw as soon as it varies (jitter, per-level step sizes)
+    steps = _StepSizes(batch_shape, state.energy)
     acc_sum = div_any = None
     recorded = 0
     try:
@@ -194,8 +232,7 @@ def sample(
             stat_lists["energy"].append(state.energy)
             stat_lists["accept_prob"].append(accept)
             stat_lists["diverging"].append(diverging)
-            if dynamic_step:
-                stat_lists["step_size"].append(kernel.recorded_step_size(state))
+            steps.record(info.step_size)
             recorded += 1
             bar.update(1)
             if recorded % 100 == 0 and progress:
@@ -220,9 +257,9 @@ def sample(
     variables = {k: chain_major(v) for k, v in records.items()}
     stats = {k: chain_major(v) for k, v in stat_lists.items()}
     stats["accept_prob"] = stats["accept_prob"].to(state.energy.dtype)
-    if step_now is not None and not dynamic_step:
-        row = step_now.reshape(num_chains).to(state.energy.dtype)
-        stats["step_size"] = row[:, None].expand(num_chains, recorded).contiguous()
+    step_stat = steps.chain_major(recorded, num_chains)
+    if step_stat is not None:
+        stats["step_size"] = step_stat
     attrs: dict[str, Any] = {
         "kernel": type(kernel).__name__,
         "num_warmup": num_warmup,

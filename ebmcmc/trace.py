@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ._files import atomic_write
-from .kernels.base import Kernel, State
+from .kernels.base import ChainState, Kernel, State
 
 __all__ = ["Trace"]
 
@@ -39,7 +39,7 @@ class Trace:
             the positions under ``"x"``.
         stats: ``name -> Tensor (chain, draw)``: ``energy``, ``accept_prob``, ``step_size``,
             ``diverging`` (and whatever else the kernel reports).
-        final_state: the chains' last :class:`~ebmcmc.kernels.State` (original batch shape).
+        final_state: the chains' last kernel state (original batch shape).
         kernel: the kernel as used for sampling (adapted hyperparameters).
         generator_state: the generator's state after the last step (``torch.uint8`` tensor).
         batch_shape: the batch shape of the run.
@@ -59,7 +59,7 @@ class Trace:
         self,
         variables: dict[str, Tensor],
         stats: dict[str, Tensor],
-        final_state: State | None = None,
+        final_state: ChainState | None = None,
         kernel: Kernel | None = None,
         generator_state: Tensor | None = None,
         batch_shape: tuple[int, ...] | None = None,
@@ -184,9 +184,9 @@ class Trace:
         attrs = {"format": _FORMAT, "batch_shape": list(self.batch_shape)}
         attrs["run_attrs"] = repr(_plain_attrs(self.attrs))
         if self.final_state is not None:
-            # every field of the state, subclasses included (ReplicaState's replicas and
-            # parity, LevelState's level), so that a resumed run continues bit for bit
-            sattrs, sarrays = _to_flat(self.final_state, "state", State)
+            # every field of the state, nested states included (a ReplicaState's inner
+            # state and parity, a LevelState's level), so a resumed run continues bit for bit
+            sattrs, sarrays = _to_flat(self.final_state, "state", ChainState)
             attrs.update(sattrs)
             for k, a in sarrays.items():
                 data_vars[k] = (dims_for(k, a, ()), a)
@@ -241,7 +241,7 @@ class Trace:
             stats["diverging"] = stats["diverging"].bool()
         state = None
         if "state.class" in ds.attrs:
-            state = _from_flat(ds, "state", State)
+            state = _from_flat(ds, "state", ChainState)
         elif "state.position" in ds:
             state = State(
                 t("state.position"),
@@ -300,6 +300,12 @@ def _to_flat(obj, prefix: str, base: type) -> tuple[dict[str, Any], dict[str, np
             a2, r2 = _to_flat(v, key, base)
             attrs.update(a2)
             arrays.update(r2)
+        elif isinstance(v, tuple) and v and all(isinstance(i, base) for i in v):
+            attrs[key + ".items"] = len(v)  # e.g. the kernels of a Cycle
+            for j, item in enumerate(v):
+                a2, r2 = _to_flat(item, f"{key}.{j}", base)
+                attrs.update(a2)
+                arrays.update(r2)
         elif isinstance(v, Tensor):
             if v.dtype == torch.bool:
                 attrs[key + ".is_bool"] = 1
@@ -312,6 +318,7 @@ def _to_flat(obj, prefix: str, base: type) -> tuple[dict[str, Any], dict[str, np
         elif isinstance(v, int | float):
             attrs[key] = v
         elif isinstance(v, tuple | list) and all(isinstance(i, int | float) for i in v):
+            attrs[key + ".is_tuple"] = 1
             arrays[key] = np.asarray(v)
         else:
             raise TypeError(
@@ -350,10 +357,16 @@ def _from_flat(ds, prefix: str, base: type):
             key = f"{prefix}.{old}"  # a trace written by ebmcmc 0.1
         if f"{key}.class" in ds.attrs:
             kwargs[f.name] = _from_flat(ds, key, base)
+        elif f"{key}.items" in ds.attrs:
+            n = int(ds.attrs[f"{key}.items"])
+            kwargs[f.name] = tuple(_from_flat(ds, f"{key}.{j}", base) for j in range(n))
         elif key in ds.data_vars:
             # np.array keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
             t = torch.from_numpy(np.array(ds[key].values, order="C"))
-            kwargs[f.name] = t.bool() if f"{key}.is_bool" in ds.attrs else t
+            if f"{key}.is_tuple" in ds.attrs:
+                kwargs[f.name] = tuple(t.tolist())
+            else:
+                kwargs[f.name] = t.bool() if f"{key}.is_bool" in ds.attrs else t
         elif f"{key}.none" in ds.attrs:
             kwargs[f.name] = None
         elif f"{key}.bool" in ds.attrs:

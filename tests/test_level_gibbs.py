@@ -85,8 +85,9 @@ def test_marginal_and_conditionals_match_the_exact_joint():
         z_v = _ratio_z(ind * (x - r) ** 2, ind, float(SIG[t] ** 2))
         assert abs(z_m) < 4, f"level {t}: E[x | t] z = {z_m:.2f}"
         assert abs(z_v) < 4, f"level {t}: Var[x | t] z = {z_v:.2f}"
-    # the recorded step size is the one of each chain's level
-    assert torch.equal(tr.stats["step_size"], STEPS[tr.variables["level"]])
+    # the recorded step size is the one each chain moved with: its level's before the draw
+    level = tr.variables["level"]
+    assert torch.equal(tr.stats["step_size"][:, 1:], STEPS[level[:, :-1]])
 
 
 def test_level_counts_and_state_consistency():
@@ -97,10 +98,10 @@ def test_level_counts_and_state_consistency():
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
         s, info = k.step(joint, s, g)
-        counts = info.extra["level_counts"]
+        counts = info.level_counts
         assert counts.shape == (L,) and int(counts.sum()) == 50
         assert torch.equal(counts, torch.bincount(s.level, minlength=L))
-        assert torch.equal(info.extra["level"], s.level)
+        assert torch.equal(info.level, s.level)
         # energy and gradient are those at the new level
         e, grad = energy_and_grad(AtLevel(joint, s.level), s.position)
         assert torch.allclose(s.energy, e) and torch.allclose(s.grad, grad)
@@ -118,7 +119,7 @@ def test_level_draw_is_the_exact_conditional():
     s, info = k.step(joint, s, torch.Generator().manual_seed(0))
     e = joint(torch.full((L, 1), x, dtype=DT), torch.arange(L))
     p = torch.softmax(-e, 0)
-    freq = info.extra["level_counts"].to(DT) / n
+    freq = info.level_counts.to(DT) / n
     se = torch.sqrt(p * (1 - p) / n)
     assert (((freq - p) / se).abs() < 4).all(), (freq, p)
 
@@ -130,14 +131,14 @@ def test_per_level_step_sizes_are_used():
     x = torch.linspace(-1, 1, 6, dtype=DT)[:, None]
     cond = AtLevel(joint, level)
     e, grad = energy_and_grad(cond, x)
-    start = LevelState(x, e, grad, level=level)
-    moved, _ = k.step(joint, start, torch.Generator().manual_seed(3))
+    start = LevelState(State(x, e, grad), level)
+    moved, info = k.step(joint, start, torch.Generator().manual_seed(3))
     ref, _ = MALA(STEPS[level]).step(cond, State(x, e, grad), torch.Generator().manual_seed(3))
     assert torch.equal(moved.position, ref.position)
     other, _ = MALA(0.5).step(cond, State(x, e, grad), torch.Generator().manual_seed(3))
     assert not torch.equal(moved.position, other.position)
-    # recorded step size follows the new level
-    assert torch.equal(k.recorded_step_size(moved), STEPS[moved.level])
+    # the step size reported is each chain's at the level it moved at
+    assert torch.equal(info.step_size, STEPS[level])
 
 
 def test_level_energies_and_at_level():

@@ -19,8 +19,7 @@ from torch import Tensor
 
 from .._deprecation import renamed_kwargs, warn_deprecated
 from ..diffusion import RecoverySchedule, gather
-from ..kernels import MALA, IndependenceMetropolis, Langevin
-from ..kernels.base import State, where_batch
+from ..kernels import MALA, ChainMask, Cycle, IndependenceMetropolis, Kernel, Langevin
 from .base import Estimator, LossOutput
 
 __all__ = ["RecoveryEnergy", "DiffusionRecoveryLikelihood"]
@@ -245,6 +244,26 @@ class DiffusionRecoveryLikelihood(Estimator):
         lam = self.noise_scale if noise_scale is None else noise_scale
         return Langevin(step_size=s**2 / 2, noise_scale=lam)
 
+    def sampler(self, t: Tensor, x_next: Tensor, noise_scale: float | None = None) -> Kernel:
+        """The kernel of one Langevin step of the conditional chains, built from the public
+        kernels: :meth:`kernel`, and with ``jump_every`` the tether jumps
+        ``Cycle(kernel, ChainMask(jump_kernel, tethered), every=(1, jump_every))``, applied to
+        the tethered levels only (the top level has no tether).
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.diffusion import DRLSchedule
+            >>> est = DiffusionRecoveryLikelihood(DRLSchedule(6), jump_every=2)
+            >>> type(est.sampler(torch.tensor([0, 5]), torch.zeros(2, 2))).__name__
+            'Cycle'
+        """
+        kernel = self.kernel(t, x_next, noise_scale)
+        jump = self.jump_kernel(t, x_next)
+        if jump is None:
+            return kernel
+        tethered = gather(self.schedule.tether, t + 1, x_next).reshape(t.shape) > 0
+        return Cycle(kernel, ChainMask(jump, tethered), every=(1, self.jump_every))
+
     @renamed_kwargs(num_steps="num_langevin_steps")
     def sample_conditional(
         self,
@@ -255,29 +274,31 @@ class DiffusionRecoveryLikelihood(Estimator):
         noise_scale: float | None = None,
         num_langevin_steps: int | None = None,
     ) -> Tensor:
-        """K Langevin steps on the recovery energy from ``y = x_{t+1}``; returns ``y``, detached."""
+        """K steps of :meth:`sampler` on the recovery energy from ``y = x_{t+1}``; returns
+        ``y``, detached.
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.diffusion import DRLSchedule
+            >>> est = DiffusionRecoveryLikelihood(DRLSchedule(6), num_langevin_steps=3)
+            >>> y = est.sample_conditional(lambda y, t: (y**2).sum(-1), torch.tensor([0, 2]),
+            ...                            torch.zeros(2, 2), torch.Generator().manual_seed(0))
+            >>> y.shape
+            torch.Size([2, 2])
+        """
         energy = self.recovery_energy(model, t, x_next)
-        kernel = self.kernel(t, x_next, noise_scale)
-        jump = self.jump_kernel(t, x_next)
-        tethered = gather(self.schedule.tether, t + 1, x_next).reshape(t.shape) > 0
-        state: State = kernel.init(energy, x_next.detach(), validate=False)
+        kernel = self.sampler(t, x_next, noise_scale)
+        state = kernel.init(energy, x_next.detach(), validate=False)
         steps = self.num_langevin_steps if num_langevin_steps is None else num_langevin_steps
-        for k in range(steps):
+        for _ in range(steps):
             state, _ = kernel.step(energy, state, generator)
-            if jump is not None and (k + 1) % self.jump_every == 0:
-                new, _ = jump.step(energy, state, generator)
-                state = State(  # untethered chains (the top level) keep their position
-                    where_batch(tethered, new.position, state.position),
-                    torch.where(tethered, new.energy, state.energy),
-                    where_batch(tethered, new.grad, state.grad),
-                )
         return state.position.detach()
 
     def jump_kernel(self, t: Tensor, x_next: Tensor) -> IndependenceMetropolis | None:
         """The tether-proposal kernel of ``jump_every`` (``None`` when off).
 
-        Its moves are valid only where the tether is on; :meth:`sample_conditional` keeps
-        the top level's chains where they are.
+        Its moves are valid only where the tether is on; :meth:`sampler` applies it to the
+        tethered chains only.
         """
         if not self.jump_every:
             return None

@@ -1,4 +1,14 @@
-"""MCMC kernels: hyperparameters only, ``init(energy, x)`` and ``step(energy, state, generator)``.
+"""MCMC kernels: hyperparameters only, ``init(energy, x)`` and ``step(energy, state, generator)``,
+typed states and infos, and composites that build kernels from kernels.
+
+* single-position kernels: :class:`Langevin`, :class:`MALA`, :class:`HMC`,
+  :class:`RandomWalk`, :class:`IndependenceMetropolis`;
+* composites: :class:`Cycle` (kernels in turn), :class:`Masked` (some coordinates:
+  conditional sampling, Gibbs blocks), :class:`ChainMask` (some chains),
+  :class:`ReplicaExchange` (tempering), :class:`LevelGibbs` (Gibbs over a discrete level);
+* shared pieces: :mod:`~ebmcmc.kernels.integrators` (leapfrog, Langevin steps, kinetic
+  energy) and :mod:`~ebmcmc.kernels.proposal` (Metropolis accept, finite masks, per-chain
+  hyperparameters).
 
 Example:
     >>> import torch
@@ -9,25 +19,47 @@ Example:
     >>> state, info = k.step(energy, state, torch.Generator().manual_seed(1))
 """
 
-from .base import Info, Kernel, State
-from .hmc import HMC
+from .base import ChainState, Info, Kernel, State
+from .composite import (
+    ChainMask,
+    ChainMaskInfo,
+    Cycle,
+    CycleInfo,
+    CycleState,
+    Masked,
+    MaskedInfo,
+    MaskedState,
+)
+from .hmc import HMC, HMCInfo
 from .independence import IndependenceMetropolis
 from .langevin import MALA, Langevin
-from .level_gibbs import LevelGibbs, LevelState
+from .level_gibbs import LevelGibbs, LevelInfo, LevelState
 from .random_walk import RandomWalk
-from .replica_exchange import ReplicaExchange, ReplicaState
+from .replica_exchange import ReplicaExchange, ReplicaInfo, ReplicaState
 
 __all__ = [
     "Kernel",
+    "ChainState",
     "State",
     "Info",
     "Langevin",
     "MALA",
     "HMC",
+    "HMCInfo",
     "RandomWalk",
     "IndependenceMetropolis",
+    "Cycle",
+    "CycleState",
+    "CycleInfo",
+    "Masked",
+    "MaskedState",
+    "MaskedInfo",
+    "ChainMask",
+    "ChainMaskInfo",
     "ReplicaExchange",
     "ReplicaState",
+    "ReplicaInfo",
     "LevelGibbs",
     "LevelState",
+    "LevelInfo",
 ]

@@ -1,38 +1,90 @@
-"""The kernel interface: hyperparameters only, explicit state and per-step info.
+"""The kernel contract: hyperparameters only, explicit typed states and infos.
 
 A kernel is a frozen dataclass of hyperparameters with
 
-* ``init(energy, x) -> State``: evaluate the energy (and gradient where the method needs it)
-  at the chains' starting points ``x`` of shape ``(*batch, *event)``;
-* ``step(energy, state, generator) -> (State, Info)``: one transition of every chain.
+* ``init(energy, x) -> state``: evaluate the energy (and the gradient where the method needs
+  it) at the chains' starting points ``x`` of shape ``(*batch, *event)``;
+* ``step(energy, state, generator) -> (state, info)``: one transition of every chain;
+* ``init_from(energy, state)``: take over a chain state made by another kernel (in a
+  :class:`~ebmcmc.kernels.Cycle`), reusing its energy and gradient where possible.
 
-The batch shape is the shape of ``energy(x)``; every hyperparameter may be a Python scalar or a
+The batch shape is the shape of ``energy(x)``; every hyperparameter may be a Python number or a
 tensor broadcastable to the batch shape (one value per chain).
+
+**States.** Every state has ``position`` ``(*batch, *event)`` and ``energy`` ``batch``.
+:class:`State` is the state of the single-position kernels (Langevin, MALA, HMC, random walk,
+…), with the gradient where the kernel uses it. A composite kernel's state *holds* its inner
+kernel's state in a field named ``inner`` (and exposes ``position`` and ``energy`` as
+properties of it), never a copy of its fields.
+
+**Infos.** Every info has per-chain ``accept_prob``, ``accepted`` and ``diverging``, and the
+``step_size`` the step used (or ``None``). A composite's info holds its inner kernel's info in
+``inner`` (``Cycle``: ``inners``).
+
+**Composites** name their inner kernels in a field ``kernel`` (one) or ``kernels`` (several).
+This structure is all the adaptation layer (:mod:`ebmcmc.adaptation`) needs to tune an inner
+kernel: it follows ``kernel``/``kernels`` through the kernel, ``inner`` through the state and
+``inner``/``inners`` through the info.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ..energy import energy_and_grad, evaluate
 from ..energy import validate as _validate
+from .proposal import check_positive, evaluate_like, expand_event, per_chain
 
-__all__ = ["State", "Info", "Kernel", "per_chain", "expand_event", "check_positive"]
+__all__ = [
+    "ChainState",
+    "State",
+    "Info",
+    "Kernel",
+    "inverse_mass",
+    "flatten_state",
+    "unflatten_state",
+    "per_chain",
+    "expand_event",
+    "check_positive",
+]
+
+
+class ChainState:
+    """What every kernel state offers: ``position`` ``(*batch, *event)``, ``energy``
+    ``batch``, and the shapes derived from them.
+
+    Example:
+        >>> import torch
+        >>> s = State(torch.zeros(3, 2), torch.zeros(3))
+        >>> isinstance(s, ChainState), s.batch_shape, s.event_ndim
+        (True, torch.Size([3]), 1)
+    """
+
+    position: Tensor
+    energy: Tensor
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """The chains' batch shape (the energy's shape)."""
+        return self.energy.shape
+
+    @property
+    def event_ndim(self) -> int:
+        """The number of event dimensions of a position."""
+        return self.position.ndim - self.energy.ndim
 
 
 @dataclass
-class State:
-    """Chain state: position with its energy and (where the kernel uses it) gradient.
+class State(ChainState):
+    """Chain state of the single-position kernels: position with its energy and gradient.
 
     Shapes: ``position`` ``(*batch, *event)``, ``energy`` ``batch``, ``grad`` like
-    ``position`` or ``None``.
+    ``position`` or ``None`` (kernels that use no gradient).
 
     Example:
         >>> import torch
@@ -45,14 +97,6 @@ class State:
     energy: Tensor
     grad: Tensor | None = None
 
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self.energy.shape
-
-    @property
-    def event_ndim(self) -> int:
-        return self.position.ndim - self.energy.ndim
-
 
 @dataclass
 class Info:
@@ -63,7 +107,8 @@ class Info:
         accepted: whether the proposal was taken.
         diverging: the proposal was non-finite (or, for HMC, its energy error exceeded the
             divergence threshold); such proposals are always rejected.
-        extra: kernel-specific per-step figures (e.g. swap rates).
+        step_size: the step size the step used, a float or a tensor broadcasting to the batch
+            (``None`` for kernels without one).
 
     Example:
         >>> import torch
@@ -75,64 +120,7 @@ class Info:
     accept_prob: Tensor
     accepted: Tensor
     diverging: Tensor
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def check_positive(name: str, value) -> None:
-    """Raise ``ValueError`` unless ``value`` (scalar or tensor) is finite and ``> 0``.
-
-    Example:
-        >>> check_positive("step_size", 0.1)
-    """
-    if value is None:
-        raise ValueError(f"{name} must be given")
-    v = torch.as_tensor(value)
-    if v.is_floating_point() or v.is_complex():
-        ok = bool(torch.isfinite(v).all()) and bool((v > 0).all())
-    else:
-        ok = bool((v > 0).all())
-    if not ok or v.numel() == 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
-
-def per_chain(value, batch_shape: torch.Size, like: Tensor, name: str = "value") -> Tensor:
-    """A scalar or per-chain hyperparameter as a tensor of exactly ``batch_shape``.
-
-    Args:
-        value: Python number or tensor broadcastable to ``batch_shape``.
-        batch_shape: the chains' batch shape.
-        like: tensor giving dtype and device.
-        name: argument name for error messages.
-
-    Example:
-        >>> import torch
-        >>> per_chain(0.5, torch.Size([3]), torch.zeros(1))
-        tensor([0.5000, 0.5000, 0.5000])
-    """
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    try:
-        return torch.broadcast_to(t, batch_shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{name} of shape {tuple(t.shape)} does not broadcast to the chains' batch shape "
-            f"{tuple(batch_shape)}"
-        ) from err
-
-
-def expand_event(t: Tensor, event_ndim: int) -> Tensor:
-    """Append ``event_ndim`` singleton dimensions so a batch tensor multiplies positions.
-
-    Example:
-        >>> import torch
-        >>> expand_event(torch.ones(4), 2).shape
-        torch.Size([4, 1, 1])
-    """
-    return t.reshape(t.shape + (1,) * event_ndim)
-
-
-def where_batch(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``torch.where`` with a batch-shaped mask applied to tensors of shape (*batch, *event)."""
-    return torch.where(expand_event(mask, a.ndim - mask.ndim), a, b)
+    step_size: Any = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +130,7 @@ class Kernel:
     Attributes:
         needs_grad: whether the state carries the energy gradient.
         default_target_accept: the acceptance rate step-size adaptation aims for (``None``
-            for kernels that adapt nothing).
+            for kernels whose step size is not tuned by acceptance).
 
     Example:
         >>> from ebmcmc.kernels import MALA
@@ -152,27 +140,14 @@ class Kernel:
 
     needs_grad: ClassVar[bool] = True
     default_target_accept: ClassVar[float | None] = None
-    #: names of hyperparameters that adaptation may tune
-    adaptable: ClassVar[tuple[str, ...]] = ("step_size",)
-
-    def replace(self, **changes) -> Kernel:
-        """A copy of this kernel with some hyperparameters changed (validated)."""
-        return dataclasses.replace(self, **changes)
-
-    def with_params(self, **changes) -> Kernel:
-        """Like :meth:`replace` but without re-validation, for values computed by the library
-        itself (warm-up adaptation changes the step size every step)."""
-        new = copy.copy(self)
-        for k, v in changes.items():
-            if not hasattr(self, k):
-                raise AttributeError(f"{type(self).__name__} has no hyperparameter {k!r}")
-            object.__setattr__(new, k, v)
-        return new
-
     #: energy (+gradient) evaluations one ``step`` costs
     evals_per_step: ClassVar[int] = 1
 
-    def init(self, energy: Callable[[Tensor], Tensor], x: Tensor, validate: bool = True) -> State:
+    def replace(self, **changes) -> Kernel:
+        """A copy of this kernel with some hyperparameters changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def init(self, energy: Callable[[Tensor], Tensor], x: Tensor, validate: bool = True):
         """Evaluate the energy (and gradient) at the starting points.
 
         Args:
@@ -181,90 +156,134 @@ class Kernel:
             validate: check shapes and finiteness first (an extra energy evaluation); inner
                 loops that re-evaluate known-good points pass ``False``.
 
+        Returns:
+            This kernel's state.
+
         Raises:
             ValueError: if the energy is not batch-shaped or not finite at ``x``.
         """
         if validate:
             _validate(energy, x)
-        return self._eval_state(energy, x)
+        e, g = evaluate_like(energy, x, self.needs_grad)
+        return State(x.detach(), e, g)
 
-    def _eval_state(self, energy, x: Tensor) -> State:
-        if self.needs_grad:
-            e, g = energy_and_grad(energy, x)
-            return State(x.detach(), e, g)
-        return State(x.detach(), evaluate(energy, x), None)
+    def init_from(self, energy, state: ChainState):
+        """This kernel's state for the chains of ``state`` (made by any kernel).
 
-    def step(self, energy, state: State, generator: torch.Generator | None = None):
-        """One transition of every chain: ``(state, generator) -> (State, Info)``."""
+        A :class:`State` is reused as it is when it carries what this kernel needs (the
+        gradient); otherwise the energy is evaluated again at ``state.position``.
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.kernels import MALA, RandomWalk
+            >>> energy = lambda x: (x**2).sum(-1)
+            >>> s = RandomWalk(0.5).init(energy, torch.ones(2, 2))   # no gradient
+            >>> MALA(0.1).init_from(energy, s).grad.shape
+            torch.Size([2, 2])
+        """
+        if type(state) is State and (state.grad is not None or not self.needs_grad):
+            return state
+        return self.init(energy, state.position, validate=False)
+
+    def step(self, energy, state, generator: torch.Generator | None = None):
+        """One transition of every chain: ``(state, generator) -> (state, info)``."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------ hooks for adaptation
-    #: leading batch dimensions that keep their own adapted values when adaptation is
-    #: shared across chains (1 for replica exchange: one step size per replica)
-    adaptation_keep_ndim: ClassVar[int] = 0
+    def children(self, state=None, info=None) -> list[tuple[Kernel, Any, Any]]:
+        """The kernels this kernel runs, each with its state and info: ``[(kernel, state,
+        info), …]`` (``state`` and ``info`` may be ``None``).
 
-    def adaptation_view(self, state: State, info: Info | None) -> tuple[State, Info | None]:
-        """The state and info that warm-up adaptation should learn from (wrappers expose
-        their inner kernel's); ``info`` may be ``None``."""
-        return state, info
+        Empty for a single-position kernel; a composite lists its inner kernels. This is how
+        warm-up adaptation reaches (and tunes) the kernels inside a composite.
 
-    #: whether ``recorded_step_size`` changes from step to step (e.g. per-level step sizes)
-    dynamic_step_size: ClassVar[bool] = False
+        Example:
+            >>> from ebmcmc.kernels import MALA, Cycle, RandomWalk
+            >>> MALA(0.1).children(), len(Cycle(MALA(0.1), RandomWalk(1.0)).children())
+            ([], 2)
+        """
+        return []
 
-    def recorded_step_size(self, state: State) -> Tensor | None:
-        """The per-chain step size to record in traces (shape ``batch``), or ``None``."""
-        s = getattr(self, "step_size", None)
-        if s is None:
-            return None
-        return per_chain(s, state.batch_shape, state.energy, "step_size")
-
-    def _validate_state(self, state: State) -> None:
+    def _check_state(self, state) -> State:
         if not isinstance(state, State):
-            raise TypeError(f"state must be an ebmcmc State, got {type(state).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: state must be an ebmcmc State, got "
+                f"{type(state).__name__}; make it with this kernel's init() (or init_from() "
+                "for another kernel's state)"
+            )
         if self.needs_grad and state.grad is None:
             raise ValueError(
                 f"{type(self).__name__} needs a state with gradients; create it with this "
                 "kernel's init()"
             )
+        return state
+
+    def _check_tensor_field(self, name: str) -> None:
+        """Validate an optional positive tensor hyperparameter (e.g. a mass matrix)."""
+        value = getattr(self, name)
+        if value is not None:
+            check_positive(name, value)
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x`` drawn from ``generator``."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+def inverse_mass(value: Tensor | None, x: Tensor) -> Tensor | None:
+    """A diagonal inverse mass matrix as a tensor broadcasting against positions ``x``.
 
-
-def rand_batch(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Uniform(0, 1) draws of ``shape`` with the dtype/device of ``like``."""
-    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
-
-
-def metropolis(
-    log_ratio: Tensor, finite: Tensor, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
-    """Metropolis accept decision from a log acceptance ratio.
-
-    Non-finite proposals (``finite`` False) get acceptance probability 0.
-
-    Returns:
-        ``(accept_prob, accepted)``, both of the batch shape.
+    Example:
+        >>> import torch
+        >>> inverse_mass(torch.ones(2), torch.zeros(5, 2)).shape
+        torch.Size([2])
     """
-    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
-    log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
-    accept_prob = torch.exp(torch.clamp(log_ratio, max=0.0))
-    u = rand_batch(log_ratio.shape, log_ratio, generator)
-    accepted = (torch.log(u) < log_ratio) & finite
-    return accept_prob, accepted
+    if value is None:
+        return None
+    m = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    try:
+        torch.broadcast_shapes(m.shape, x.shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"inverse_mass_matrix of shape {tuple(m.shape)} does not broadcast to positions "
+            f"of shape {tuple(x.shape)}; give the event shape or (*batch, *event)"
+        ) from err
+    return m
 
 
-def finite_batch(e: Tensor, *tensors: Tensor) -> Tensor:
-    """Per-chain mask: the energy and every given (*batch, *event) tensor are finite."""
-    ok = torch.isfinite(e)
-    for t in tensors:
-        if t is None:
-            continue
-        extra = t.ndim - e.ndim
-        f = torch.isfinite(t)
-        if extra:
-            f = f.flatten(start_dim=e.ndim).all(-1)
-        ok = ok & f
-    return ok
+def flatten_state(state, prefix: str = "") -> dict[str, Any]:
+    """Every field of a (possibly nested) chain state under dotted names.
+
+    Tensors stay tensors, numbers stay numbers, ``None`` stays ``None``; a nested state's
+    fields appear under ``"inner.…"``. :func:`unflatten_state` rebuilds the state.
+
+    Example:
+        >>> import torch
+        >>> sorted(flatten_state(State(torch.zeros(2, 1), torch.zeros(2))))
+        ['energy', 'grad', 'position']
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(state):
+        v = getattr(state, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out.update(flatten_state(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten_state(template, values: dict[str, Any], prefix: str = ""):
+    """A state like ``template`` with its fields taken from ``values`` (see
+    :func:`flatten_state`).
+
+    Example:
+        >>> import torch
+        >>> s = State(torch.zeros(2, 1), torch.zeros(2))
+        >>> unflatten_state(s, {"position": torch.ones(2, 1), "energy": torch.ones(2),
+        ...                     "grad": None}).position.sum()
+        tensor(2.)
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(template):
+        v = getattr(template, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            changes[f.name] = unflatten_state(v, values, key + ".")
+        elif key in values:
+            changes[f.name] = values[key]
+    return dataclasses.replace(template, **changes)

@@ -8,17 +8,16 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..energy import energy_and_grad, evaluate
-from .base import (
-    Info,
-    Kernel,
-    State,
+from .base import Info, Kernel, State
+from .proposal import (
     check_positive,
+    evaluate_like,
     expand_event,
     finite_batch,
     metropolis,
     per_chain,
     randn_like,
+    sum_event,
     where_batch,
 )
 
@@ -61,27 +60,22 @@ class IndependenceMetropolis(Kernel):
     scale: float | Tensor = 1.0
     needs_grad: ClassVar[bool] = False
     default_target_accept: ClassVar[float | None] = None
-    adaptable: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         check_positive("scale", self.scale)
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
-        self._validate_state(state)
+        state = self._check_state(state)
         x, e = state.position, state.energy
         ne = state.event_ndim
         center = torch.as_tensor(self.center, dtype=x.dtype, device=x.device).expand_as(x)
         sigma = expand_event(per_chain(self.scale, state.batch_shape, x, "scale"), ne)
         x_new = center + sigma * randn_like(x, generator)
-        if state.grad is not None:
-            e_new, g_new = energy_and_grad(energy, x_new)
-        else:
-            e_new, g_new = evaluate(energy, x_new), None
+        e_new, g_new = evaluate_like(energy, x_new, state.grad is not None)
         ok = finite_batch(e_new, x_new, g_new)
 
         def log_q(z):  # the proposal's log density, up to its constant
-            d = ((z - center) / sigma) ** 2
-            return -0.5 * (d.flatten(start_dim=d.ndim - ne).sum(-1) if ne else d)
+            return -0.5 * sum_event(((z - center) / sigma) ** 2, ne)
 
         log_ratio = (e - e_new) + (log_q(x) - log_q(x_new))
         accept_prob, accepted = metropolis(log_ratio, ok, generator)

@@ -8,17 +8,18 @@ simulated tempering with the diffusion step as the temperature index. Each trans
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..energy import energy_and_grad, evaluate
+from ..energy import evaluate
 from ..energy import validate as _validate
-from .base import Kernel, State, rand_batch
+from .base import ChainState, Info, Kernel
+from .proposal import rand_batch
 
-__all__ = ["LevelGibbs", "LevelState", "AtLevel"]
+__all__ = ["LevelGibbs", "LevelState", "LevelInfo", "AtLevel"]
 
 
 class AtLevel(torch.nn.Module):
@@ -43,18 +44,54 @@ class AtLevel(torch.nn.Module):
 
 
 @dataclass
-class LevelState(State):
-    """State of :class:`LevelGibbs`: position, energy and gradient at the chain's level, and
-    the level itself (``level``: ``torch.long`` of shape ``batch``).
+class LevelState(ChainState):
+    """State of :class:`LevelGibbs`: the inner kernel's state at each chain's current level
+    (``inner``) and the level itself (``level``: ``torch.long`` of shape ``batch``).
+
+    ``position`` and ``energy`` are the inner state's (the energy at the current level).
 
     Example:
         >>> import torch
-        >>> s = LevelState(torch.zeros(2, 1), torch.zeros(2), None, level=torch.tensor([0, 3]))
-        >>> s.level.tolist()
-        [0, 3]
+        >>> s = LevelState(State(torch.zeros(2, 1), torch.zeros(2)), torch.tensor([0, 3]))
+        >>> s.level.tolist(), s.position.shape
+        ([0, 3], torch.Size([2, 1]))
     """
 
+    inner: Any
+    level: Tensor
+
+    @property
+    def position(self) -> Tensor:  # type: ignore[override]
+        return self.inner.position
+
+    @property
+    def energy(self) -> Tensor:  # type: ignore[override]
+        return self.inner.energy
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The inner state's gradient at the current level (``None`` without one)."""
+        return getattr(self.inner, "grad", None)
+
+
+@dataclass
+class LevelInfo(Info):
+    """What one :class:`LevelGibbs` step did: the inner move's figures (``inner``: its info),
+    the chains' new ``level`` (``batch``) and ``level_counts`` ``(L,)``, how many chains are
+    at each level; ``step_size`` is each chain's step at the level it moved at.
+
+    Example:
+        >>> import torch
+        >>> o = torch.ones(2, dtype=torch.bool)
+        >>> lv = torch.tensor([0, 1])
+        >>> i = LevelInfo(torch.ones(2), o, ~o, None, None, lv, torch.tensor([1, 1]))
+        >>> i.level_counts.tolist()
+        [1, 1]
+    """
+
+    inner: Any = None
     level: Tensor | None = None
+    level_counts: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -75,12 +112,12 @@ class LevelGibbs(Kernel):
     Cost per step: the inner kernel's, plus ``L`` energy evaluations (no gradient) for the
     level's conditional and one energy+gradient evaluation at the new level.
 
-    Info: the inner kernel's, plus ``extra["level"]`` (the new levels, ``batch``) and
-    ``extra["level_counts"]`` (``(L,)``, how many chains are at each level). Record levels with
+    Info: :class:`LevelInfo`. Record levels with
     ``trace_fn=lambda s, i: {"x": s.position, "level": s.level}``.
 
-    Warm-up adaptation does not tune ``step_sizes`` (they are per level, and the chains move
-    between levels); set them, or adapt them in the training loop as DAEBM does.
+    Warm-up adaptation tunes the inner kernel's step size (shared by the levels) unless
+    ``step_sizes`` is given: per-level step sizes are set by their user, or adapted in the
+    training loop as DAEBM does.
 
     Example:
         >>> import torch, ebmcmc
@@ -99,8 +136,6 @@ class LevelGibbs(Kernel):
     step_sizes: Tensor | tuple | None = None
     event_ndim: int = 1
     init_level: int | None = None
-    adaptable = ()
-    dynamic_step_size = True
 
     def __post_init__(self):
         if not isinstance(self.kernel, Kernel):
@@ -131,19 +166,17 @@ class LevelGibbs(Kernel):
     def evals_per_step(self) -> int:  # type: ignore[override]
         return self.kernel.evals_per_step + 1
 
+    def children(self, state=None, info=None):
+        if self.step_sizes is not None:  # per-level step sizes are set by their user
+            return []
+        return [(self.kernel, None if state is None else state.inner,
+                 None if info is None else info.inner)]  # fmt: skip
+
     def _inner(self, level: Tensor, like: Tensor) -> Kernel:
         if self.step_sizes is None:
             return self.kernel
         table = torch.as_tensor(self.step_sizes, dtype=like.dtype, device=like.device)
         return self.kernel.replace(step_size=table[level])
-
-    def recorded_step_size(self, state: LevelState) -> Tensor | None:
-        if self.step_sizes is None:
-            return self.kernel.recorded_step_size(state)
-        table = torch.as_tensor(
-            self.step_sizes, dtype=state.energy.dtype, device=state.energy.device
-        )
-        return table[state.level]
 
     def init(self, energy, x: Tensor, validate: bool = True) -> LevelState:
         batch = x.shape[: x.ndim - int(self.event_ndim)]
@@ -152,8 +185,12 @@ class LevelGibbs(Kernel):
         cond = AtLevel(energy, level)
         if validate:
             _validate(cond, x)
-        st = self._inner(level, x).init(cond, x, validate=False)
-        return LevelState(st.position, st.energy, st.grad, level=level)
+        return LevelState(self._inner(level, x).init(cond, x, validate=False), level)
+
+    def init_from(self, energy, state: ChainState) -> LevelState:
+        if isinstance(state, LevelState):
+            return state
+        return self.init(energy, state.position, validate=False)
 
     def level_energies(self, energy, x: Tensor) -> Tensor:
         """``E(x, t)`` for every level, shape ``(L, *batch)`` (no gradient).
@@ -180,23 +217,20 @@ class LevelGibbs(Kernel):
         if not isinstance(state, LevelState):
             raise TypeError("LevelGibbs needs the state made by its own init()")
         level = state.level
-        inner_state = State(state.position, state.energy, state.grad)
-        s, info = self._inner(level, state.position).step(
-            AtLevel(energy, level), inner_state, generator
-        )
+        inner_kernel = self._inner(level, state.position)
+        s, info = inner_kernel.step(AtLevel(energy, level), state.inner, generator)
         table = self.level_energies(energy, s.position)  # (L, *batch)
         logits = torch.nan_to_num(-table.movedim(0, -1), nan=-torch.inf)
         u = rand_batch(logits.shape, logits, generator).clamp_(min=torch.finfo(logits.dtype).tiny)
         new_level = torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
         stuck = ~torch.isfinite(logits).any(-1)
         new_level = torch.where(stuck, level, new_level)
-        e_new, g_new = (
-            energy_and_grad(AtLevel(energy, new_level), s.position)
-            if s.grad is not None
-            else (evaluate(AtLevel(energy, new_level), s.position), None)
+        inner = self._inner(new_level, s.position).init(
+            AtLevel(energy, new_level), s.position, validate=False
         )
         counts = torch.bincount(new_level.reshape(-1), minlength=self.num_levels)
-        extra = dict(info.extra)
-        extra.update(level=new_level, level_counts=counts)
-        out = dataclasses.replace(info, extra=extra)
-        return LevelState(s.position, e_new, g_new, level=new_level), out
+        out = LevelInfo(
+            info.accept_prob, info.accepted, info.diverging, info.step_size, info, new_level,
+            counts,
+        )  # fmt: skip
+        return LevelState(inner, new_level), out

@@ -8,12 +8,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..energy import evaluate
-from .base import (
-    Info,
-    Kernel,
-    State,
+from .base import Info, Kernel, State
+from .proposal import (
     check_positive,
+    evaluate_like,
     expand_event,
     finite_batch,
     metropolis,
@@ -28,6 +26,10 @@ __all__ = ["RandomWalk"]
 @dataclass(frozen=True)
 class RandomWalk(Kernel):
     """Gaussian random-walk Metropolis: ``x' = x + step_size * xi``.
+
+    When the incoming state carries a gradient (it comes from a gradient-based kernel it is
+    composed with), the gradient at the proposal is computed in the same pass, so the state
+    stays usable by that kernel.
 
     Args:
         step_size: proposal scale ``> 0``, scalar or per-chain tensor (batch shape).
@@ -51,14 +53,15 @@ class RandomWalk(Kernel):
         check_positive("step_size", self.step_size)
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
-        self._validate_state(state)
+        state = self._check_state(state)
         x, e = state.position, state.energy
         scale: Tensor = expand_event(
             per_chain(self.step_size, state.batch_shape, x, "step_size"), state.event_ndim
         )
         x_new = x + scale * randn_like(x, generator)
-        e_new = evaluate(energy, x_new)
-        ok = finite_batch(e_new, x_new)
+        e_new, g_new = evaluate_like(energy, x_new, state.grad is not None)
+        ok = finite_batch(e_new, x_new, g_new)
         accept_prob, accepted = metropolis(e - e_new, ok, generator)
-        new_state = State(where_batch(accepted, x_new, x), torch.where(accepted, e_new, e), None)
-        return new_state, Info(accept_prob, accepted, ~ok)
+        grad = None if g_new is None else where_batch(accepted, g_new, state.grad)
+        new_state = State(where_batch(accepted, x_new, x), torch.where(accepted, e_new, e), grad)
+        return new_state, Info(accept_prob, accepted, ~ok, self.step_size)

@@ -2,39 +2,77 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._deprecation import warn_deprecated
 from ..energy import Tempered, evaluate
 from ..energy import validate as _validate
-from .base import Info, Kernel, State, expand_event, metropolis, per_chain, where_batch
+from .base import ChainState, Info, Kernel, State
+from .proposal import expand_event, metropolis, where_batch
 
-__all__ = ["ReplicaExchange", "ReplicaState"]
+__all__ = ["ReplicaExchange", "ReplicaState", "ReplicaInfo"]
 
 
 @dataclass
-class ReplicaState(State):
-    """State of :class:`ReplicaExchange`: the ``beta = 1`` chain plus every replica.
+class ReplicaState(ChainState):
+    """State of :class:`ReplicaExchange`: the inner kernel's state over every replica.
 
-    ``position``/``energy``/``grad`` are those of the cold (``beta = 1``) replica, shapes
-    ``(*batch, *event)``/``batch``; ``replicas`` is the inner kernel's state over
-    ``(R, *batch, *event)`` with *tempered* energies ``beta_r E``; ``parity`` says which
-    neighbour pairs the next swap proposes (0: (0,1), (2,3), …; 1: (1,2), (3,4), …).
+    ``inner`` is the inner kernel's state over ``(R, *batch, *event)`` with *tempered*
+    energies ``beta_r E``; ``position`` and ``energy`` are the cold (``beta = 1``) replica's,
+    shapes ``(*batch, *event)`` and ``batch``; ``parity`` says which neighbour pairs the next
+    swap proposes (0: (0,1), (2,3), …; 1: (1,2), (3,4), …).
 
     Example:
         >>> import torch
         >>> from ebmcmc.kernels import MALA, ReplicaExchange
         >>> k = ReplicaExchange(MALA(0.1), betas=(1.0, 0.5))
         >>> s = k.init(lambda x: (x**2).sum(-1), torch.zeros(3, 2))
-        >>> s.replicas.position.shape
-        torch.Size([2, 3, 2])
+        >>> s.inner.position.shape, s.position.shape
+        (torch.Size([2, 3, 2]), torch.Size([3, 2]))
     """
 
-    replicas: State | None = None
+    inner: Any
     parity: int = 0
+
+    @property
+    def position(self) -> Tensor:  # type: ignore[override]
+        return self.inner.position[0]
+
+    @property
+    def energy(self) -> Tensor:  # type: ignore[override]
+        return self.inner.energy[0]
+
+    @property
+    def replicas(self):
+        """Deprecated: :attr:`inner` (removed in 0.3)."""
+        warn_deprecated("ReplicaState.replicas", "ReplicaState.inner")
+        return self.inner
+
+
+@dataclass
+class ReplicaInfo(Info):
+    """What one :class:`ReplicaExchange` step did.
+
+    ``accept_prob``, ``accepted``, ``diverging`` and ``step_size`` are the cold replica's
+    move's; ``inner`` is the inner kernel's info over every replica ``(R, *batch)``;
+    ``swap_accept_prob`` ``(R-1, *batch)`` is the swap acceptance probability of every
+    neighbour pair and ``swap_attempted`` ``(R-1,)`` says which pairs were proposed.
+
+    Example:
+        >>> import torch
+        >>> z, o = torch.zeros(2), torch.ones(2, dtype=torch.bool)
+        >>> i = ReplicaInfo(z, o, ~o, None, None, torch.zeros(1, 2), o[:1])
+        >>> i.swap_accept_prob.shape
+        torch.Size([1, 2])
+    """
+
+    inner: Any = None
+    swap_accept_prob: Tensor | None = None
+    swap_attempted: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -45,17 +83,18 @@ class ReplicaExchange(Kernel):
     decrease. Each step moves every replica with the inner kernel, then proposes swaps between
     neighbours ``(r, r+1)`` for ``r`` of alternating parity (the deterministic even–odd scheme),
     accepted with probability ``min(1, exp((beta_r - beta_{r+1}) (E_r - E_{r+1})))``. The trace
-    records the ``beta = 1`` replica. The inner kernel's hyperparameters may be per replica:
-    a tensor of shape ``(R, 1, …)`` broadcasting over ``(R, *batch)``; warm-up adaptation tunes
-    one step size per replica.
+    records the ``beta = 1`` replica.
+
+    The inner kernel's hyperparameters may be per replica: a tensor of shape ``(R, 1, …, 1)``
+    (one 1 per batch dimension) broadcasting over ``(R, *batch)``. A scalar inner step size is
+    made per replica, ``(R, 1)``, so that warm-up adaptation tunes one step size (and mass
+    matrix) per replica; with a batch of more than one dimension, give it as ``(R, 1, …, 1)``.
 
     Args:
         kernel: the inner kernel (MALA, HMC, …).
         betas: inverse temperatures, shape ``(R,)``, ``1 = betas[0] > betas[1] > … > 0``.
 
-    Info: ``accept_prob``/``accepted``/``diverging`` of the cold replica's move;
-    ``extra["swap_accept_prob"]`` ``(R-1, *batch)``, the swap acceptance probability of every
-    neighbour pair, and ``extra["swap_attempted"]`` ``(R-1,)``, which pairs were proposed.
+    Info: :class:`ReplicaInfo`.
 
     Example:
         >>> import torch, ebmcmc
@@ -80,66 +119,25 @@ class ReplicaExchange(Kernel):
             raise ValueError(f"betas must be a 1-D ladder of >= 2 temperatures, got {self.betas}")
         if b[0] != 1 or not (b[1:] < b[:-1]).all() or not (b[-1] > 0):
             raise ValueError("betas must start at 1 and decrease strictly, staying > 0")
+        step = getattr(self.kernel, "step_size", None)
+        if isinstance(step, int | float) or (isinstance(step, Tensor) and step.numel() == 1):
+            # one step size per replica, so that warm-up tunes the replicas apart
+            value = torch.as_tensor(step, dtype=torch.float64)
+            per_replica = value.reshape(1, 1).expand(b.numel(), 1).clone()
+            object.__setattr__(self, "kernel", self.kernel.replace(step_size=per_replica))
 
-    # ---------------------------------------------------------------- delegation
     @property
     def needs_grad(self) -> bool:  # type: ignore[override]
         return self.kernel.needs_grad
 
     @property
-    def default_target_accept(self):  # type: ignore[override]
-        return self.kernel.default_target_accept
-
-    @property
-    def adaptable(self):  # type: ignore[override]
-        return self.kernel.adaptable
-
-    @property
     def evals_per_step(self) -> int:  # type: ignore[override]
         return self.kernel.evals_per_step
 
-    @property
-    def step_size(self):
-        """The inner kernel's step size (per replica where adapted)."""
-        return getattr(self.kernel, "step_size", None)
+    def children(self, state=None, info=None):
+        return [(self.kernel, None if state is None else state.inner,
+                 None if info is None else info.inner)]  # fmt: skip
 
-    @property
-    def inverse_mass_matrix(self):
-        return getattr(self.kernel, "inverse_mass_matrix", None)
-
-    def _split_changes(self, changes: dict) -> tuple[dict, dict]:
-        """``(own, inner)``: changes to this wrapper's fields and to the inner kernel's."""
-        own = {f.name for f in dataclasses.fields(self)}
-        mine = {k: v for k, v in changes.items() if k in own}
-        return mine, {k: v for k, v in changes.items() if k not in own}
-
-    def replace(self, **changes) -> ReplicaExchange:
-        mine, inner = self._split_changes(changes)
-        if inner:
-            mine["kernel"] = mine.get("kernel", self.kernel).replace(**inner)
-        return dataclasses.replace(self, **mine)
-
-    def with_params(self, **changes) -> ReplicaExchange:
-        mine, inner = self._split_changes(changes)
-        new = super().with_params(**mine)
-        if inner:
-            object.__setattr__(new, "kernel", new.kernel.with_params(**inner))
-        return new
-
-    adaptation_keep_ndim = 1  # adapt one step size (and mass matrix) per replica
-
-    def adaptation_view(self, state: ReplicaState, info: Info | None):
-        return state.replicas, None if info is None else info.extra["inner_info"]
-
-    def recorded_step_size(self, state: ReplicaState) -> Tensor | None:
-        s = self.step_size
-        if s is None:
-            return None
-        inner = state.replicas
-        full = per_chain(s, inner.batch_shape, inner.energy, "step_size")
-        return full[0]
-
-    # ---------------------------------------------------------------- kernel
     def _ladder(self, like: Tensor, batch_ndim: int) -> Tensor:
         b = torch.as_tensor(self.betas, dtype=like.dtype, device=like.device)
         return b.reshape((-1,) + (1,) * batch_ndim)
@@ -152,22 +150,17 @@ class ReplicaExchange(Kernel):
         r = torch.as_tensor(self.betas).numel()
         xs = x.detach().unsqueeze(0).expand((r,) + tuple(x.shape)).clone()
         inner = self.kernel.init(self._tempered(energy, e.ndim, x), xs, validate=False)
-        return self._wrap(inner, 0)
+        return ReplicaState(inner, 0)
 
-    @staticmethod
-    def _wrap(inner: State, parity: int) -> ReplicaState:
-        return ReplicaState(
-            inner.position[0],
-            inner.energy[0],
-            None if inner.grad is None else inner.grad[0],
-            replicas=inner,
-            parity=parity,
-        )
+    def init_from(self, energy, state: ChainState) -> ReplicaState:
+        if isinstance(state, ReplicaState):
+            return state
+        return self.init(energy, state.position, validate=False)
 
     def step(self, energy, state: ReplicaState, generator: torch.Generator | None = None):
         if not isinstance(state, ReplicaState):
             raise TypeError("ReplicaExchange needs the state made by its own init()")
-        inner = state.replicas
+        inner = state.inner
         nb = inner.energy.ndim - 1
         ne = inner.event_ndim
         betas_b = self._ladder(inner.energy, nb)
@@ -195,15 +188,17 @@ class ReplicaExchange(Kernel):
             g_u = where_batch(take_up, up(g_u), where_batch(take_down, down(g_u), g_u))
             grad = g_u * expand_event(betas_b, ne)
         inner = State(pos, u_new * betas_b, grad)
-        new_state = self._wrap(inner, 1 - state.parity if r > 2 else 0)
-        out = Info(
+        new_state = ReplicaState(inner, 1 - state.parity if r > 2 else 0)
+        step0 = info.step_size
+        if isinstance(step0, Tensor) and step0.ndim > 0 and step0.shape[0] == r:
+            step0 = step0[0]
+        out = ReplicaInfo(
             info.accept_prob[0],
             info.accepted[0],
             info.diverging[0],
-            extra={
-                "swap_accept_prob": swap_prob,
-                "swap_attempted": attempted,
-                "inner_info": info,
-            },
+            step0,
+            info,
+            swap_prob,
+            attempted,
         )
         return new_state, out

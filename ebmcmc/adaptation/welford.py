@@ -1,0 +1,151 @@
+"""Streaming mean and variance (Welford), pooled over chains or per chain, as pure functions.
+
+Each update takes one draw per chain, positions of shape ``(*batch, *event)``. The batch
+dimensions listed in ``pool_dims`` are averaged over (every chain counts as one draw of a shared
+variance); the others keep one variance each. With every batch dimension pooled, the variance
+has the event shape; otherwise it keeps singleton dimensions so it broadcasts against the
+positions.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["WelfordState", "welford_init", "welford_update", "welford_variance", "Welford"]
+
+
+class WelfordState(NamedTuple):
+    """Draws counted (per pooled group), running mean and sum of squared deviations.
+
+    Example:
+        >>> welford_init().count
+        0
+    """
+
+    count: int
+    mean: Tensor | None
+    m2: Tensor | None
+
+
+def welford_init() -> WelfordState:
+    """An empty accumulator.
+
+    Example:
+        >>> welford_init().mean is None
+        True
+    """
+    return WelfordState(0, None, None)
+
+
+def welford_update(
+    state: WelfordState, x: Tensor, pool_dims: tuple[int, ...], batch_ndim: int
+) -> WelfordState:
+    """Add one draw per chain.
+
+    Args:
+        state: the accumulator.
+        x: positions ``(*batch, *event)``.
+        pool_dims: the batch dimensions to pool over (``()``: one variance per chain).
+        batch_ndim: the number of batch dimensions of ``x``.
+
+    Example:
+        >>> import torch
+        >>> s = welford_init()
+        >>> for i in range(3):
+        ...     s = welford_update(s, torch.full((4, 2), float(i)), (0,), 1)
+        >>> s.count, s.mean.tolist()
+        (12, [1.0, 1.0])
+    """
+    x = x.detach()
+    if not pool_dims:
+        n_b, mean_b, m2_b = 1, x, torch.zeros_like(x)
+    else:
+        n_b = 1
+        for d in pool_dims:
+            n_b *= x.shape[d]
+        mean_b = x.mean(dim=pool_dims, keepdim=True)
+        m2_b = ((x - mean_b) ** 2).sum(dim=pool_dims, keepdim=True)
+        if len(pool_dims) == batch_ndim:
+            mean_b = mean_b.reshape(x.shape[batch_ndim:])
+            m2_b = m2_b.reshape(x.shape[batch_ndim:])
+    if state.mean is None or state.m2 is None:
+        return WelfordState(n_b, mean_b.clone(), m2_b.clone())
+    n = state.count + n_b
+    delta = mean_b - state.mean
+    mean = state.mean + delta * (n_b / n)
+    m2 = state.m2 + m2_b + delta**2 * (state.count * n_b / n)
+    return WelfordState(n, mean, m2)
+
+
+def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
+    """The sample variance; with ``regularize``, Stan's shrinkage towards ``1e-3``:
+    ``n/(n+5) var + 1e-3 · 5/(n+5)``.
+
+    Raises:
+        ValueError: fewer than two draws.
+
+    Example:
+        >>> import torch
+        >>> s = welford_init()
+        >>> for v in (0.0, 2.0):
+        ...     s = welford_update(s, torch.tensor([[v]]), (0,), 1)
+        >>> welford_variance(s, regularize=False)
+        tensor([2.])
+    """
+    if state.mean is None or state.m2 is None or state.count < 2:
+        raise ValueError("Welford needs at least two draws for a variance")
+    var = state.m2 / (state.count - 1)
+    if regularize:
+        n = state.count
+        var = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
+    return var
+
+
+class Welford:
+    """The Welford accumulator as an object.
+
+    Args:
+        batch_ndim: batch dimensions of the positions it receives.
+        per_chain: one variance per chain instead of one pooled variance.
+        keep_ndim: leading batch dimensions that keep their own variance when pooling (e.g. 1
+            for one variance per replica).
+
+    Example:
+        >>> import torch
+        >>> w = Welford(batch_ndim=1, per_chain=False)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> for _ in range(100):
+        ...     w.update(2.0 * torch.randn(64, 3, generator=g))
+        >>> w.variance().shape
+        torch.Size([3])
+    """
+
+    def __init__(self, batch_ndim: int, per_chain: bool = False, keep_ndim: int = 0):
+        self.batch_ndim = batch_ndim
+        self.pool_dims = () if per_chain else tuple(range(keep_ndim, batch_ndim))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every draw."""
+        self.state = welford_init()
+
+    @property
+    def n(self) -> int:
+        """Draws counted so far."""
+        return self.state.count
+
+    @property
+    def mean(self) -> Tensor | None:
+        """The running mean (``None`` before the first draw)."""
+        return self.state.mean
+
+    def update(self, x: Tensor) -> None:
+        """Add one draw per chain; ``x`` has shape ``(*batch, *event)``."""
+        self.state = welford_update(self.state, x, self.pool_dims, self.batch_ndim)
+
+    def variance(self, regularize: bool = True) -> Tensor:
+        """Sample variance; with ``regularize``, Stan's shrinkage towards ``1e-3``."""
+        return welford_variance(self.state, regularize)

@@ -1,0 +1,189 @@
+"""Stan-style windowed warm-up: dual averaging of the step size and a diagonal mass matrix
+from the chains' variances, for any kernel and any composite's inner kernels.
+
+:class:`WindowAdaptation` is the configuration; :meth:`WindowAdaptation.start` returns an
+:class:`Adapter` that the driver feeds every warm-up step's state and info and that returns the
+kernel to use next. What is tuned, and whether one value is shared or kept per chain, follows
+the rule of :mod:`ebmcmc.adaptation.tuning`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from ..kernels.base import Kernel
+from ..kernels.proposal import per_chain
+from .dual_averaging import DualAveraging
+from .tuning import leaves, pool_dims, replace_at
+from .welford import WelfordState, welford_init, welford_update, welford_variance
+from .windows import warmup_schedule
+
+__all__ = ["WindowAdaptation", "Adapter"]
+
+
+@dataclass(frozen=True)
+class WindowAdaptation:
+    """Configuration of warm-up adaptation (Stan-style windows).
+
+    Args:
+        step_size: adapt step sizes by dual averaging (kernels with a target acceptance).
+        mass_matrix: adapt diagonal inverse mass matrices (kernels that have one: MALA,
+            Langevin, HMC, …).
+        target_accept: acceptance rate to aim for; ``None`` uses each kernel's default
+            (MALA 0.574, HMC 0.8, random walk 0.234).
+        per_chain: one step size (and mass matrix) per chain instead of following the step
+            size's shape (a number: shared by the chains).
+        initial_buffer: fast initial buffer, step size only (Stan's 75).
+        term_buffer: fast terminal buffer, step size only (Stan's 50).
+        base_window: length of the first slow (mass-matrix) window; each next one doubles
+            (Stan's 25).
+        gamma: dual-averaging constant (see :class:`DualAveraging`).
+        t0: dual-averaging constant (see :class:`DualAveraging`).
+        kappa: dual-averaging constant (see :class:`DualAveraging`).
+
+    Example:
+        >>> import torch, ebmcmc
+        >>> from ebmcmc.kernels import MALA
+        >>> energy = lambda x: 0.5 * (x**2).sum(-1)
+        >>> tr = ebmcmc.sample(energy, MALA(0.1), torch.zeros(8, 2), num_samples=10,
+        ...                    num_warmup=100, adaptation=WindowAdaptation(target_accept=0.6),
+        ...                    generator=torch.Generator().manual_seed(0), progress=False)
+        >>> tr.stats["step_size"].shape
+        torch.Size([8, 10])
+    """
+
+    step_size: bool = True
+    mass_matrix: bool = True
+    target_accept: float | None = None
+    per_chain: bool = False
+    initial_buffer: int = 75
+    term_buffer: int = 50
+    base_window: int = 25
+    gamma: float = 0.05
+    t0: float = 10.0
+    kappa: float = 0.75
+
+    def __post_init__(self):
+        if self.target_accept is not None and not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must lie in (0, 1), got {self.target_accept}")
+        for name in ("initial_buffer", "term_buffer", "base_window"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if int(self.base_window) < 1:
+            raise ValueError("base_window must be >= 1")
+
+    def start(self, kernel: Kernel, state, num_warmup: int) -> Adapter:
+        """An :class:`Adapter` for ``num_warmup`` steps of ``kernel`` from ``state``."""
+        return Adapter(self, kernel, state, num_warmup)
+
+
+@dataclass
+class _LeafAdaptation:
+    """The running adaptation of one tunable kernel."""
+
+    path: tuple[int, ...]
+    batch_ndim: int
+    pool: tuple[int, ...]
+    da: DualAveraging | None
+    adapt_mass: bool
+    windows: list[tuple[int, int]]
+    welford: WelfordState = field(default_factory=welford_init)
+
+    def pooled(self, t: Tensor) -> Tensor:
+        """Average a batch-shaped tensor over the shared chains."""
+        if not self.pool:
+            return t
+        if len(self.pool) == self.batch_ndim:
+            return t.mean()
+        return t.mean(dim=self.pool, keepdim=True)
+
+
+class Adapter:
+    """The running adaptation of one warm-up: feed it each step, read the tuned kernel.
+
+    Example:
+        >>> import torch
+        >>> from ebmcmc.kernels import HMC
+        >>> energy = lambda x: 0.5 * (x**2).sum(-1)
+        >>> k = HMC(0.1, 5)
+        >>> s = k.init(energy, torch.zeros(16, 2))
+        >>> ad = WindowAdaptation().start(k, s, num_warmup=50)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> for _ in range(50):
+        ...     s, info = k.step(energy, s, g)
+        ...     k = ad.update(k, s, info)
+        >>> k = ad.finalize(k)
+    """
+
+    def __init__(self, config: WindowAdaptation, kernel: Kernel, state, num_warmup: int):
+        self.config = config
+        self.num_warmup = int(num_warmup)
+        self.iteration = 0
+        self.leaves: list[_LeafAdaptation] = []
+        for leaf in leaves(kernel, state, None):
+            k, st = leaf.kernel, leaf.state
+            batch = st.batch_shape
+            step = getattr(k, "step_size", None)
+            target = config.target_accept or k.default_target_accept
+            adapt_step = config.step_size and step is not None and target is not None
+            # a mass matrix is tuned for kernels whose step size has a target acceptance (never
+            # for unadjusted Langevin, whose bias a new preconditioner would change unchecked)
+            adapt_mass = config.mass_matrix and target is not None
+            adapt_mass = adapt_mass and hasattr(k, "inverse_mass_matrix")
+            if config.per_chain:
+                pool: tuple[int, ...] = ()
+            else:
+                pool = pool_dims(step if step is not None else 1.0, batch)
+            ad = _LeafAdaptation(leaf.path, len(batch), pool, None, adapt_mass, [])
+            if adapt_step:
+                s = per_chain(step, batch, st.energy, "step_size")
+                s = s.clone() if not pool else ad.pooled(s)
+                init: float | Tensor = float(s) if s.ndim == 0 else s
+                ad.da = DualAveraging(init, float(target), config.gamma, config.t0, config.kappa)
+            if adapt_mass:
+                ad.windows = warmup_schedule(
+                    self.num_warmup, config.initial_buffer, config.term_buffer, config.base_window
+                )
+            if ad.da is not None or ad.adapt_mass:
+                self.leaves.append(ad)
+
+    @property
+    def windows(self) -> list[tuple[int, int]]:
+        """The slow (mass-matrix) windows, ``(start, end)`` pairs (``[]`` when no mass matrix
+        is adapted)."""
+        return next((ad.windows for ad in self.leaves if ad.adapt_mass), [])
+
+    def update(self, kernel: Kernel, state, info) -> Kernel:
+        """Account for one warm-up step; return the kernel to use for the next one."""
+        i = self.iteration
+        self.iteration += 1
+        if not self.leaves:
+            return kernel
+        found = {leaf.path: leaf for leaf in leaves(kernel, state, info)}
+        for ad in self.leaves:
+            leaf = found[ad.path]
+            changes = {}
+            if ad.da is not None and leaf.info is not None:
+                a = ad.pooled(leaf.info.accept_prob)
+                changes["step_size"] = ad.da.update(float(a) if ad.da.scalar else a)
+            if ad.adapt_mass and any(s <= i < e for s, e in ad.windows):
+                ad.welford = welford_update(ad.welford, leaf.state.position, ad.pool,
+                                            ad.batch_ndim)  # fmt: skip
+                if any(i + 1 == e for _, e in ad.windows):
+                    changes["inverse_mass_matrix"] = welford_variance(ad.welford)
+                    ad.welford = welford_init()
+                    if ad.da is not None:
+                        ad.da.restart(ad.da.final_step_size())
+                        changes["step_size"] = ad.da.current_step_size()
+            if changes:
+                kernel = replace_at(kernel, ad.path, **changes)
+        return kernel
+
+    def finalize(self, kernel: Kernel) -> Kernel:
+        """The kernel to sample with after warm-up (averaged step sizes)."""
+        for ad in self.leaves:
+            if ad.da is not None:
+                kernel = replace_at(kernel, ad.path, step_size=ad.da.final_step_size())
+        return kernel

@@ -1,0 +1,259 @@
+"""Shared pieces of every Metropolis–Hastings kernel: per-chain hyperparameters, event sums,
+finite masks, the accept decision, and masked selects of chain states.
+
+Every kernel of :mod:`ebmcmc.kernels` builds its step from these, so the rules they encode hold
+everywhere: a hyperparameter is a Python number or a tensor broadcastable to the chains' batch
+shape; a proposal with a non-finite energy, gradient or position has acceptance probability 0
+and is flagged diverging; a rejected chain keeps its state bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from ..energy import energy_and_grad, evaluate
+
+__all__ = [
+    "check_positive",
+    "per_chain",
+    "expand_event",
+    "as_factor",
+    "sum_event",
+    "where_batch",
+    "finite_batch",
+    "metropolis",
+    "randn_like",
+    "rand_batch",
+    "evaluate_like",
+    "select",
+]
+
+S = TypeVar("S")
+
+
+def check_positive(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` (scalar or tensor) is finite and ``> 0``.
+
+    A Python float is checked without touching torch (the fast path used when warm-up
+    adaptation rebuilds a kernel every step).
+
+    Example:
+        >>> check_positive("step_size", 0.1)
+    """
+    if value is None:
+        raise ValueError(f"{name} must be given")
+    if isinstance(value, bool) or isinstance(value, str):
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}")
+    if isinstance(value, float | int):
+        if not (value > 0 and value != float("inf")):
+            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        return
+    try:
+        v = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}") from None
+    if v.dtype == torch.bool:
+        raise TypeError(f"{name} must be a number or a tensor, got a bool tensor")
+    if v.is_floating_point() or v.is_complex():
+        ok = bool(torch.isfinite(v).all()) and bool((v > 0).all())
+    else:
+        ok = bool((v > 0).all())
+    if not ok or v.numel() == 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def per_chain(value, batch_shape: torch.Size, like: Tensor, name: str = "value") -> Tensor:
+    """A scalar or per-chain hyperparameter as a tensor of exactly ``batch_shape``.
+
+    Args:
+        value: Python number or tensor broadcastable to ``batch_shape``.
+        batch_shape: the chains' batch shape.
+        like: tensor giving dtype and device.
+        name: argument name for error messages.
+
+    Example:
+        >>> import torch
+        >>> per_chain(0.5, torch.Size([3]), torch.zeros(1))
+        tensor([0.5000, 0.5000, 0.5000])
+    """
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    try:
+        return torch.broadcast_to(t, batch_shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} does not broadcast to the chains' batch shape "
+            f"{tuple(batch_shape)}"
+        ) from err
+
+
+def expand_event(t: Tensor, event_ndim: int) -> Tensor:
+    """Append ``event_ndim`` singleton dimensions so a batch tensor multiplies positions.
+
+    Example:
+        >>> import torch
+        >>> expand_event(torch.ones(4), 2).shape
+        torch.Size([4, 1, 1])
+    """
+    return t.reshape(t.shape + (1,) * event_ndim)
+
+
+def as_factor(value, batch_shape, like: Tensor, event_ndim: int, name: str):
+    """A hyperparameter ready to multiply positions: a Python number stays a float (cheapest),
+    anything else becomes a ``(*batch, 1, …)`` tensor.
+
+    Example:
+        >>> import torch
+        >>> as_factor(0.1, torch.Size([2]), torch.zeros(2, 3), 1, "step_size")
+        0.1
+        >>> as_factor(torch.ones(2), torch.Size([2]), torch.zeros(2, 3), 1, "step_size").shape
+        torch.Size([2, 1])
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return expand_event(per_chain(value, batch_shape, like, name), event_ndim)
+
+
+def sum_event(t: Tensor, event_ndim: int) -> Tensor:
+    """Sum the last ``event_ndim`` dimensions: ``(*batch, *event) -> batch``.
+
+    Example:
+        >>> import torch
+        >>> sum_event(torch.ones(2, 3, 4), 2)
+        tensor([12., 12.])
+    """
+    return t.flatten(start_dim=t.ndim - event_ndim).sum(-1) if event_ndim else t
+
+
+def where_batch(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``torch.where`` with a batch-shaped mask applied to tensors of shape ``(*batch, *event)``.
+
+    Example:
+        >>> import torch
+        >>> where_batch(torch.tensor([True, False]), torch.ones(2, 3), torch.zeros(2, 3)).sum()
+        tensor(3.)
+    """
+    return torch.where(expand_event(mask, a.ndim - mask.ndim), a, b)
+
+
+def finite_batch(e: Tensor, *tensors: Tensor | None) -> Tensor:
+    """Per-chain mask: the energy and every given ``(*batch, *event)`` tensor are finite.
+
+    Example:
+        >>> import torch
+        >>> finite_batch(torch.zeros(2), torch.tensor([[1.0], [float("nan")]]))
+        tensor([ True, False])
+    """
+    ok = torch.isfinite(e)
+    for t in tensors:
+        if t is None:
+            continue
+        extra = t.ndim - e.ndim
+        f = torch.isfinite(t)
+        if extra:
+            f = f.flatten(start_dim=e.ndim).all(-1)
+        ok = ok & f
+    return ok
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like ``x`` drawn from ``generator``.
+
+    Example:
+        >>> import torch
+        >>> randn_like(torch.zeros(2, 3), torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3])
+    """
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def rand_batch(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform(0, 1) draws of ``shape`` with the dtype/device of ``like``.
+
+    Example:
+        >>> import torch
+        >>> rand_batch((3,), torch.zeros(1), torch.Generator().manual_seed(0)).shape
+        torch.Size([3])
+    """
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def metropolis(
+    log_ratio: Tensor, finite: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """The Metropolis accept decision from a log acceptance ratio.
+
+    Non-finite proposals (``finite`` False) and NaN ratios get acceptance probability 0. One
+    uniform draw per chain is taken from ``generator``.
+
+    Args:
+        log_ratio: ``log`` of the acceptance ratio, shape ``batch``.
+        finite: whether each chain's proposal is finite, shape ``batch``.
+        generator: the chains' generator.
+
+    Returns:
+        ``(accept_prob, accepted)``, both of shape ``batch``.
+
+    Example:
+        >>> import torch
+        >>> p, a = metropolis(torch.tensor([0.0, -1e9]), torch.tensor([True, True]),
+        ...                   torch.Generator().manual_seed(0))
+        >>> p.tolist(), a.tolist()
+        ([1.0, 0.0], [True, False])
+    """
+    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
+    log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
+    accept_prob = torch.exp(torch.clamp(log_ratio, max=0.0))
+    u = rand_batch(log_ratio.shape, log_ratio, generator)
+    accepted = (torch.log(u) < log_ratio) & finite
+    return accept_prob, accepted
+
+
+def evaluate_like(energy, x: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """``(E(x), grad E(x))`` when ``with_grad``, else ``(E(x), None)`` (no graph kept).
+
+    Kernels that need no gradient still compute one when the incoming state carries one, so
+    the state stays usable by a gradient-based kernel they are composed with.
+
+    Example:
+        >>> import torch
+        >>> e, g = evaluate_like(lambda x: (x**2).sum(-1), torch.ones(2, 2), False)
+        >>> e.tolist(), g
+        ([2.0, 2.0], None)
+    """
+    if with_grad:
+        return energy_and_grad(energy, x)
+    return evaluate(energy, x), None
+
+
+def select(mask: Tensor, new: S, old: S) -> S:
+    """Per chain, ``new`` where ``mask`` else ``old``, for any chain state (a dataclass whose
+    tensor fields lead with the batch dimensions, nested states included).
+
+    Fields that are not tensors (a parity, a step counter) are taken from ``new``.
+
+    Example:
+        >>> import torch
+        >>> from ebmcmc.kernels import State
+        >>> a = State(torch.ones(2, 1), torch.ones(2))
+        >>> b = State(torch.zeros(2, 1), torch.zeros(2))
+        >>> select(torch.tensor([True, False]), a, b).energy
+        tensor([1., 0.])
+    """
+    if isinstance(new, Tensor):
+        return where_batch(mask, new, old)  # type: ignore[arg-type,return-value]
+    if new is None:
+        return new
+    if dataclasses.is_dataclass(new) and not isinstance(new, type):
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(new):
+            a, b = getattr(new, f.name), getattr(old, f.name)
+            if isinstance(a, Tensor) and a.ndim >= mask.ndim:
+                changes[f.name] = where_batch(mask, a, b)
+            elif dataclasses.is_dataclass(a):
+                changes[f.name] = select(mask, a, b)
+        return dataclasses.replace(new, **changes)  # type: ignore[type-var]
+    return new
