@@ -43,8 +43,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result over ``path`` atomically.
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """Call ``write(tmp_path)`` (its return value is ignored) and move the result over ``path``
+    atomically.
 
     The directory must exist. The new file gets the usual ``0o666 & ~umask`` permissions
     (``mkstemp`` alone would leave it readable by its owner only).

@@ -19,7 +19,6 @@ condition) is handled by giving particles the shape ``(num_chains, *conditions, 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,10 +168,18 @@ def _run(
     base_energy = _base_energy(base)
     path = betas if not reverse else betas.flip(0)
     path = path.to(dtype=x.dtype, device=x.device)
+    kernel_step = getattr(kernel, "step_size", None)
+    if kernel_step is None:
+        raise TypeError(
+            f"kernel must have a step_size (e.g. MALA, HMC, Langevin, RandomWalk), got "
+            f"{type(kernel).__name__}"
+        )
     target = target_accept if target_accept is not None else kernel.default_target_accept
-    has_step = "step_size" in {f.name for f in dataclasses.fields(kernel)}
-    adapt = adapt and target is not None and has_step
-    step = torch.as_tensor(kernel.step_size, dtype=x.dtype, device=x.device) if adapt else None
+    # the step size adapted per temperature towards the rate `target` (None: not adapted)
+    step: Tensor | None = None
+    if adapt and target is not None:
+        step = torch.as_tensor(kernel_step, dtype=x.dtype, device=x.device)
+        rate = target
 
     def energy_at(beta):
         return Annealed(base_energy, energy, beta)
@@ -195,16 +202,18 @@ def _run(
         state = new
         acc_sum = 0.0
         for _ in range(steps_per_temperature):
-            k_here = kernel.replace(step_size=step) if adapt else kernel
+            k_here = kernel.replace(step_size=step) if step is not None else kernel
             state, info = k_here.step(e_k, state, generator)
             num_evals += getattr(kernel, "evals_per_step", 1)
             a = float(info.accept_prob.mean())
             acc_sum += a
-            if adapt:
+            if step is not None:
                 # per-temperature Robbins–Monro on log step size towards the target rate
-                step = step * math.exp(a - target)
+                step = step * math.exp(a - rate)
         accepts.append(acc_sum / steps_per_temperature)
-        steps.append(float(step) if adapt else float(torch.as_tensor(kernel.step_size).mean()))
+        steps.append(
+            float(step) if step is not None else float(torch.as_tensor(kernel_step).mean())
+        )
     if not torch.isfinite(log_w).all():
         bad = int((~torch.isfinite(log_w)).sum())
         raise FloatingPointError(

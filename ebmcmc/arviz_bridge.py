@@ -70,7 +70,8 @@ def dataset(arrays: dict[str, np.ndarray]) -> xr.Dataset:
         >>> dict(ds.sizes)
         {'chain': 2, 'draw': 10, 'x_dim_0': 3}
     """
-    data_vars, coords = {}, {}
+    data_vars: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    coords: dict[str, np.ndarray] = {}
     for name, a in arrays.items():
         a = np.asarray(a)
         if a.ndim < 2:
@@ -111,10 +112,9 @@ def to_arviz(
         if sample_stats:
             tree["sample_stats"] = stats
         return xr.DataTree.from_dict(tree)
-    groups = {"posterior": post}
     if sample_stats:
-        groups["sample_stats"] = stats
-    return _az.InferenceData(**groups)
+        return _az.InferenceData(posterior=post, sample_stats=stats)
+    return _az.InferenceData(posterior=post)
 
 
 def posterior_dataset(obj) -> xr.Dataset:
@@ -397,10 +397,12 @@ def save_plot(kind: str, obj, path, var_names: list[str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ARVIZ_MAJOR >= 1:  # pragma: no cover - exercised on Python >= 3.12
+            # mypy checks against ArviZ 0.x (what Python 3.11 installs), which lacks the
+            # 1.x-only plots below
             fns = {
-                "trace": _az.plot_trace_dist,
+                "trace": _az.plot_trace_dist,  # type: ignore[attr-defined]
                 "rank": _az.plot_rank,
-                "ess_evolution": _az.plot_ess_evolution,
+                "ess_evolution": _az.plot_ess_evolution,  # type: ignore[attr-defined]
                 "autocorr": _az.plot_autocorr,
                 "energy": _az.plot_energy,
             }

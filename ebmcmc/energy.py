@@ -317,7 +317,6 @@ class SumOf(torch.nn.Module):
         super().__init__()
         if len(energies) == 1 and isinstance(energies[0], list | tuple):
             energies = tuple(energies[0])  # SumOf([e1, e2]), the 0.1 form
-        energies = list(energies)
         if not energies:
             raise ValueError("SumOf needs at least one energy")
         for i, e in enumerate(energies):
@@ -341,6 +340,8 @@ class SumOf(torch.nn.Module):
             if self.weights is not None:
                 e = self.weights[i] * e
             total = e if total is None else total + e
+        if total is None:  # __init__ requires at least one energy
+            raise ValueError("SumOf needs at least one energy")
         return total
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -69,16 +70,23 @@ class PyroEnergy(torch.nn.Module):
             for frame in site["cond_indep_stack"]:
                 if frame.vectorized and frame.dim is not None:
                     nest = max(nest, -frame.dim)
-            if site["is_observed"] or site["infer"].get("_do_not_trace"):
+            if site["is_observed"] or (site["infer"] or {}).get("_do_not_trace"):
                 continue
-            fn = site["fn"]
-            if fn.support.is_discrete:
+            # a sample site's fn is a distribution (Pyro's are torch distributions)
+            fn = cast(torch.distributions.Distribution, site["fn"])
+            support = fn.support
+            if support is None:
+                raise ValueError(f"site {name!r}: its distribution declares no support")
+            if support.is_discrete:
                 raise ValueError(
                     f"site {name!r} is discrete; ebmcmc's gradient kernels need continuous "
                     "latents (marginalize it out in the model)"
                 )
-            t = biject_to(fn.support)
-            shape = site["value"].shape
+            t = biject_to(support)
+            value = site["value"]
+            if value is None:
+                raise ValueError(f"site {name!r} has no value in the model's trace")
+            shape = value.shape
             self.sites.append(name)
             self.shapes[name] = shape
             self.batch_ndims[name] = len(fn.batch_shape)
@@ -89,7 +97,8 @@ class PyroEnergy(torch.nn.Module):
         self.max_plate_nesting = nest
         self.sizes = [int(math.prod(self.unconstrained_shapes[s])) for s in self.sites]
         self.event_shape = (sum(self.sizes),)
-        self.dtype = proto.nodes[self.sites[0]]["value"].dtype
+        # every recorded site's value was checked to be a tensor above
+        self.dtype = cast(Tensor, proto.nodes[self.sites[0]]["value"]).dtype
         if vectorize:
             self._check_vectorization()
 

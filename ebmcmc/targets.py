@@ -36,8 +36,12 @@ class Target:
     """
 
     event_shape: tuple[int, ...] = ()
+    # exact reference quantities, set by every subclass's __init__ (float64 tensors)
+    log_z: float
+    mean: Tensor
+    cov: Tensor
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cache: dict = {}
 
     def _p(self, name: str, x: Tensor) -> Tensor:

@@ -21,17 +21,21 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    from ..trace import Trace
 
 __all__ = ["run_demo", "sample_reference_targets"]
 
 
 def sample_reference_targets(
     seed: int, chains: int, draws: int, progress: bool
-) -> tuple[pd.DataFrame, object]:
+) -> tuple[pd.DataFrame, Trace]:
     """MALA and HMC on four reference targets; returns the table and the banana HMC trace.
 
     One row per (target, kernel): the largest |error| / MCSE of the mean and of the
@@ -58,7 +62,8 @@ def sample_reference_targets(
             50, 100.0, torch.Generator().manual_seed(seed)
         ),
     }
-    rows, index, banana = [], [], None
+    rows, index = [], []
+    banana: Trace | None = None
     for name, target in targets.items():
         d = target.event_shape[0]
         for kernel in (MALA(step_size=0.1), HMC(step_size=0.1, num_leapfrog_steps=16, jitter=0.5)):
@@ -97,6 +102,8 @@ def sample_reference_targets(
             )
             if name == "banana" and isinstance(kernel, HMC):
                 banana = tr
+    if banana is None:  # "banana" is one of the targets above
+        raise RuntimeError("the banana target was not sampled with HMC")
     return pd.DataFrame(rows, index=index), banana
 
 
@@ -163,6 +170,7 @@ def run_demo(
     from ..datasets import eight_gaussians_target, toy_dataset
     from ..diagnostics import Finding, Section, report, write_report
     from ..diagnostics.report import markdown_table
+    from ..estimators import DiffusionRecoveryLikelihood
     from ..evaluation import kl_on_grid, mmd, model_log_prob_on_grid
     from ..kernels import MALA
     from ..studies import StabilityCriteria, report_stability, stability
@@ -215,6 +223,9 @@ def run_demo(
     print(f"[2/4] training DRL on eight Gaussians ({train_steps} steps)")
     g = torch.Generator().manual_seed(seed)
     setup = toy_setup("drl", seed=seed, decay_at=int(0.6 * train_steps))
+    drl = setup.estimator
+    if not isinstance(drl, DiffusionRecoveryLikelihood):  # toy_setup("drl") builds one
+        raise TypeError(f"expected a DRL estimator, got {type(drl).__name__}")
     train = toy_dataset("eight_gaussians", 50000, seed) / setup.scale
     trainer = Trainer(
         setup.model, setup.estimator, train, setup.config, seed=seed, progress=progress
@@ -260,7 +271,7 @@ def run_demo(
             ax.set_ylim(-lim, lim),
             ax.set_aspect("equal"),
         ),
-        f"{len(s)} DRL samples (T·K = {setup.estimator.schedule.num_levels * 30} steps)",
+        f"{len(s)} DRL samples (T·K = {drl.schedule.num_levels * 30} steps)",
     )
     findings.append(
         Finding(

@@ -112,14 +112,14 @@ class ToySetup:
         ``model`` defaults to :attr:`model` (pass the trainer's EMA model to score that).
         """
         m = self.model if model is None else model
-        if self.is_drl:
+        if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             return self.estimator.marginal_energy(m, 0)(x / self.scale)
         return m(x / self.scale)
 
     def chain_energy(self, model: torch.nn.Module | None = None):
         """The energy the long-run chains sample, in scaled units (DRL: level 0's marginal)."""
         m = self.model if model is None else model
-        if self.is_drl:
+        if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             return self.estimator.marginal_energy(m, 0)
         return m
 
@@ -128,7 +128,7 @@ class ToySetup:
 
         DRL: level 0's step ``s_0^2 / 2`` without the tether; baselines: their step.
         """
-        if self.is_drl:
+        if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             return Langevin(step_size=float(self.estimator.step_sizes[0]) ** 2 / 2)
         return Langevin(step_size=self.step_size)
 
@@ -136,7 +136,7 @@ class ToySetup:
     def generate(self, n: int, generator=None, model: torch.nn.Module | None = None) -> Tensor:
         """``n`` samples in data units: DRL's progressive sampler, or Langevin from noise."""
         m = self.model if model is None else model
-        if self.is_drl:
+        if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             x = self.estimator.generate(m, (n, self.dim), generator, clip=self.clip)
             return x * self.scale
         x = uniform_noise(*self.noise_range)((n, self.dim), generator, torch.zeros(1))
@@ -268,15 +268,17 @@ def toy_setup(
         )
     config = _train_config(lr, batch_size, decay_at)
     noise_std = 0.0
+    est: Estimator
     if estimator == "drl":
-        est: Estimator = DiffusionRecoveryLikelihood(
+        drl = DiffusionRecoveryLikelihood(
             DRLSchedule(levels),
             num_langevin_steps=num_langevin_steps,
             step_size_b2=b2,
             loss_weight=loss_weight,
             jump_every=jump_every,
         )
-        noise_std = float(est.schedule.sigma_bar[0]) * scale
+        noise_std = float(drl.schedule.sigma_bar[0]) * scale
+        est = drl
     else:
         est = _baseline(
             estimator, step_size, num_langevin_steps, energy_reg, buffer_size, (-1.5, 1.5)
@@ -355,8 +357,9 @@ def digits_setup(
                         num_levels=levels if estimator == "drl" else 1)  # fmt: skip
     config = _train_config(lr, batch_size, decay_at)
     noise_std = 0.0
+    est: Estimator
     if estimator == "drl":
-        est: Estimator = DiffusionRecoveryLikelihood(
+        drl = DiffusionRecoveryLikelihood(
             DRLSchedule(levels),
             num_langevin_steps=num_langevin_steps,
             step_size_b2=b2,
@@ -364,7 +367,8 @@ def digits_setup(
             jump_every=jump_every,
             metropolis=metropolis,
         )
-        noise_std = float(est.schedule.sigma_bar[0])
+        noise_std = float(drl.schedule.sigma_bar[0])
+        est = drl
     else:
         est = _baseline(
             estimator, step_size, num_langevin_steps, energy_reg, buffer_size, (-1.0, 1.0)

@@ -192,6 +192,8 @@ def _read_cifar_tar(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
                 if m.size > _MAX_MEMBER_BYTES:
                     raise ValueError(f"{path}: member {m.name!r} is implausibly large")
                 f = tar.extractfile(m)
+                if f is None:  # not expected for a regular file (checked above)
+                    raise ValueError(f"{path}: member {m.name!r} could not be read")
                 found[base] = f.read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         if isinstance(e, FileNotFoundError):

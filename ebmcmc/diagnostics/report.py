@@ -256,9 +256,9 @@ def _flag(col: str, v) -> bool:
     if not isinstance(v, (int, float, np.number)) or isinstance(v, (bool, np.bool_)):
         return False
     if col == "r_hat":
-        return math.isfinite(v) and v >= RHAT_LIMIT
+        return bool(math.isfinite(v) and v >= RHAT_LIMIT)
     if col in ("ess_bulk", "ess_tail"):
-        return math.isfinite(v) and v < ESS_MIN
+        return bool(math.isfinite(v) and v < ESS_MIN)
     return False
 
 

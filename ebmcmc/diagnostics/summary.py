@@ -26,7 +26,7 @@ def _arrays(trace, var_names) -> dict[str, np.ndarray]:
         arrays = {k: np.asarray(v) for k, v in trace.items()}
     else:
         ds = arviz_bridge.posterior_dataset(trace)
-        arrays = {k: ds[k].values for k in ds.data_vars}
+        arrays = {str(k): ds[k].values for k in ds.data_vars}
     if var_names is not None:
         missing = [v for v in var_names if v not in arrays]
         if missing:

@@ -11,6 +11,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -64,12 +65,23 @@ def _init_params(net: nn.Module, g: torch.Generator) -> None:
             nn.init.kaiming_uniform_(mod.weight, a=math.sqrt(5), generator=g)
             fan_in = mod.weight[0].numel()
             bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(mod.bias, -bound, bound, generator=g)
+            if mod.bias is not None:
+                nn.init.uniform_(mod.bias, -bound, bound, generator=g)
+
+
+class _FIDConfig(TypedDict):
+    size: int
+    blocks: tuple[tuple[int, bool], ...]
+    feature_dim: int
+    epochs: int
+    batch: int
+    lr: float
+    subset: int | None
 
 
 # per dataset: image side, conv blocks (channels, pool after), feature dim, training settings
-_FID_CONFIGS = {
-    "digits": dict(
+_FID_CONFIGS: dict[str, _FIDConfig] = {
+    "digits": _FIDConfig(
         size=8,
         blocks=((16, False), (32, True), (32, True)),
         feature_dim=64,
@@ -78,7 +90,7 @@ _FID_CONFIGS = {
         lr=2e-3,
         subset=None,
     ),
-    "mnist": dict(
+    "mnist": _FIDConfig(
         size=28,
         blocks=((16, True), (32, True)),
         feature_dim=128,
@@ -155,7 +167,7 @@ class ClassifierFID:
             raise ValueError(f"dataset must be one of {', '.join(_FID_CONFIGS)}, got {dataset!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        cfg = dict(_FID_CONFIGS[dataset])
+        cfg = _FID_CONFIGS[dataset].copy()
         if epochs is not None:
             if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 raise ValueError(f"epochs must be a positive int, got {epochs!r}")

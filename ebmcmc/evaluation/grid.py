@@ -101,7 +101,7 @@ def _parse_resolution(resolution) -> tuple[int, int]:
 
 def _infer_dtype_device(fn, dtype, device) -> tuple[torch.dtype, torch.device]:
     if isinstance(fn, nn.Module) and (dtype is None or device is None):
-        t = next(iter(fn.parameters()), None)
+        t: Tensor | None = next(iter(fn.parameters()), None)
         if t is None:
             t = next(iter(fn.buffers()), None)
         if t is not None:
@@ -402,6 +402,8 @@ def recovery_log_prob_on_grid(
         lp = torch.log_softmax(conditional_logits(u, pts, 0, c), -1)
         part = torch.logsumexp(lp, 0)
         acc = part if acc is None else torch.logaddexp(acc, part)
+    if acc is None:  # split() yields at least one (possibly empty) chunk
+        raise ValueError(f"num_ancestors must be >= 1, got {num_ancestors!r}")
     log_prob = acc - math.log(num_ancestors) - math.log(area)
     r = xs.numel()
     return GridLogProb(xs.cpu(), ys.cpu(), log_prob.reshape(r, r).cpu(), 0.0, area)

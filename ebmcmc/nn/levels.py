@@ -127,6 +127,8 @@ class LevelScaled(nn.Module):
         True
     """
 
+    scale: Tensor  # buffer, registered in __init__
+
     def __init__(self, net: nn.Module, scale) -> None:
         super().__init__()
         scale = torch.as_tensor(scale, dtype=torch.float32).detach().clone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +12,10 @@ from .levels import _check_positive_int, _levels, sinusoidal_embedding
 
 __all__ = ["TimeMLP"]
 
-_ACTIVATIONS = {"silu": nn.SiLU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "silu": nn.SiLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+}
 
 
 class TimeMLP(nn.Module):
@@ -56,6 +60,8 @@ class TimeMLP(nn.Module):
         >>> model(torch.randn(5, 2)).shape
         torch.Size([5])
     """
+
+    fourier_b: Tensor | None  # buffer, registered in __init__
 
     def __init__(
         self,
@@ -122,7 +128,7 @@ class TimeMLP(nn.Module):
         temb = self.act(self.time_mlp(sinusoidal_embedding(t, self.time_dim, dtype=x.dtype)))
         shifts = self.time_shift(temb).chunk(self.num_layers, dim=-1)
         h = x
-        if self.fourier_features:
+        if self.fourier_b is not None:  # set exactly when fourier_features > 0
             proj = (2 * math.pi) * (x @ self.fourier_b.to(x.dtype).T)
             h = torch.cat([x, torch.sin(proj), torch.cos(proj)], dim=-1)
         for layer, shift in zip(self.layers, shifts, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,9 @@ class _SpectralNormAtMostOne(nn.Module):
     the near-zero initialization. Like PyTorch's spectral norm, ``u`` and ``v`` are buffers,
     refined by ``n_power_iterations`` steps per forward in training mode only.
     """
+
+    _u: Tensor  # buffers, registered in __init__
+    _v: Tensor
 
     def __init__(self, weight: Tensor, n_power_iterations: int = 1, eps: float = 1e-12) -> None:
         super().__init__()
@@ -255,7 +259,7 @@ class DRLResNet(nn.Module):
 
         h = self.conv_in(h)
         for i, blocks in enumerate(self.levels):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):  # built as a ModuleList in __init__
                 h = block(h, temb_act)
             if i != len(self.levels) - 1:
                 h = F.avg_pool2d(h, 2, ceil_mode=True)

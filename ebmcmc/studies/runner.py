@@ -9,6 +9,7 @@ state atomically at every checkpoint so that an interrupted study resumes to the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -186,6 +187,8 @@ def run_chains(
                 )
                 if tr.num_draws < k:  # interrupted inside sample(): keep the last checkpoint
                     raise KeyboardInterrupt
+                if tr.final_state is None:  # sample() always records it
+                    raise RuntimeError("sample() returned a trace without its final state")
                 states[n] = tr.final_state
                 divs[n] += float(tr.stats["diverging"].sum())
                 e = tr.stats["energy"].detach()
@@ -216,6 +219,6 @@ def run_chains(
                 },
             }
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp, p=payload: torch.save(p, tmp))
+            atomic_write(path, functools.partial(torch.save, payload))
     final = {n: states[n].position.detach().clone() for n in names}
     return ChainRuns(rows, win_e, win_m, final)

@@ -224,6 +224,8 @@ class Trainer:
         if self.ema_model is self.model:
             return
         d = self.config.ema_decay
+        if d is None:  # a separate EMA model exists only when ema_decay is set
+            raise RuntimeError("the trainer keeps an EMA model but config.ema_decay is None")
         for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
             pe.mul_(d).add_(p.detach(), alpha=1 - d)
         for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
