@@ -235,8 +235,9 @@ class Trace:
         def t(name: str) -> Tensor:
             return torch.from_numpy(np.ascontiguousarray(ds[name].values))
 
-        variables = {k[4:]: t(k) for k in ds.data_vars if k.startswith("var.")}
-        stats = {k[5:]: t(k) for k in ds.data_vars if k.startswith("stat.")}
+        names = [str(k) for k in ds.data_vars]
+        variables = {k[4:]: t(k) for k in names if k.startswith("var.")}
+        stats = {k[5:]: t(k) for k in names if k.startswith("stat.")}
         if "diverging" in stats:
             stats["diverging"] = stats["diverging"].bool()
         state = None
@@ -270,7 +271,7 @@ class Trace:
 
 def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Keep only attributes NetCDF/ArviZ can store (str, int, float, bool)."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in attrs.items():
         if isinstance(v, bool):
             out[k] = int(v)
@@ -347,8 +348,8 @@ def _from_flat(ds, prefix: str, base: type):
     cls = getattr(importlib.import_module(module), name, None)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ValueError(f"{path!r} is not an ebmcmc {what}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.init:
             continue
         key = f"{prefix}.{f.name}"

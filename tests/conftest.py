@@ -56,3 +56,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# tests/data holds fixtures and the scripts that made them (they need an old commit to run):
+# never import them while collecting tests or doctests
+collect_ignore_glob = ["data/*"]

@@ -126,10 +126,10 @@ def test_swaps_keep_gradients_consistent_with_inner_hmc():
     g = torch.Generator().manual_seed(1)
     for _ in range(10):
         s, _ = k.step(MIX, s, g)
-    x = s.replicas.position.detach().requires_grad_(True)
+    x = s.inner.position.detach().requires_grad_(True)
     e = torch.tensor([1.0, 0.3], dtype=DT)[:, None] * MIX(x)
     (grad,) = torch.autograd.grad(e.sum(), x)
-    assert torch.allclose(s.replicas.grad, grad)
+    assert torch.allclose(s.inner.grad, grad)
 
 
 @pytest.mark.parametrize(
@@ -162,20 +162,20 @@ def test_save_load_resume_is_bit_identical(tmp_path):
     the saved final state keeps every replica and the swap parity."""
     x0 = MIX.sample(8, generator=torch.Generator().manual_seed(2))
     kernel = ReplicaExchange(MALA(0.5), BETAS)
-    rec = lambda s, i: {"x": s.position, "hot": s.replicas.position[-1]}  # noqa: E731
+    rec = lambda s, i: {"x": s.position, "hot": s.inner.position[-1]}  # noqa: E731
     common = dict(num_warmup=30, generator=7, trace_fn=rec, progress=False)
     full = ebmcmc.sample(MIX, kernel, x0, num_samples=60, **common)
     first = ebmcmc.sample(MIX, kernel, x0, num_samples=31, **common)  # odd: parity is 1
     assert first.final_state.parity == 1
     loaded = ebmcmc.Trace.load(first.save(tmp_path / "re.nc"))
     st = loaded.final_state
-    assert isinstance(st, ReplicaState) and isinstance(st.replicas, State)
+    assert isinstance(st, ReplicaState) and isinstance(st.inner, State)
     assert st.parity == first.final_state.parity
     for f in ("position", "energy", "grad"):
-        assert torch.equal(getattr(st.replicas, f), getattr(first.final_state.replicas, f))
+        assert torch.equal(getattr(st.inner, f), getattr(first.final_state.inner, f))
     rest = ebmcmc.sample(MIX, loaded.kernel, loaded, num_samples=29, trace_fn=rec, progress=False)
     joined = ebmcmc.Trace.concatenate([first, rest])
     for name in ("x", "hot"):
         assert torch.equal(joined.variables[name], full.variables[name])
     assert torch.equal(joined.stats["energy"], full.stats["energy"])
-    assert torch.equal(rest.final_state.replicas.position, full.final_state.replicas.position)
+    assert torch.equal(rest.final_state.inner.position, full.final_state.inner.position)

@@ -32,11 +32,11 @@ class DualAveragingState(NamedTuple):
         log_step_avg: the iterate average of ``log_step`` (used after warm-up).
         h_bar: the running average of ``target - accept``.
         mu: the shrinkage point, ``log(10 * step_size)`` at (re)start.
-        count: updates so far.
+        num_updates: updates so far.
 
     Example:
         >>> s = dual_averaging_init(0.5)
-        >>> s.count, round(s.mu, 4)
+        >>> s.num_updates, round(s.mu, 4)
         (0, 1.6094)
     """
 
@@ -44,7 +44,7 @@ class DualAveragingState(NamedTuple):
     log_step_avg: Value
     h_bar: Value
     mu: Value
-    count: int
+    num_updates: int
 
 
 def _log(v: Value) -> Value:
@@ -67,7 +67,7 @@ def dual_averaging_init(step_size: Value) -> DualAveragingState:
         tensor([0., 0.])
     """
     log_step = _log(step_size)
-    zero: Value = 0.0 if isinstance(step_size, float) else torch.zeros_like(log_step)
+    zero: Value = torch.zeros_like(log_step) if isinstance(log_step, Tensor) else 0.0
     return DualAveragingState(log_step, zero, zero, math.log(10.0) + log_step, 0)
 
 
@@ -93,13 +93,14 @@ def dual_averaging_update(
         >>> dual_averaging_final(s) < 1.0   # accepting too little: the step shrinks
         True
     """
-    t = state.count + 1
+    t = state.num_updates + 1
     w = 1.0 / (t + t0)
+    a: Value
     if isinstance(state.log_step, float):
-        a = float(accept_prob)
-        a = 0.0 if math.isnan(a) else min(max(a, 0.0), 1.0)
+        af = float(accept_prob)
+        a = 0.0 if math.isnan(af) else min(max(af, 0.0), 1.0)
     else:
-        a = torch.nan_to_num(accept_prob, nan=0.0).clamp(0, 1)  # type: ignore[arg-type]
+        a = torch.nan_to_num(torch.as_tensor(accept_prob), nan=0.0).clamp(0, 1)
     h_bar = (1 - w) * state.h_bar + w * (target_accept - a)
     log_step = state.mu - math.sqrt(t) / gamma * h_bar
     eta = t ** (-kappa)
@@ -116,7 +117,7 @@ def dual_averaging_final(state: DualAveragingState) -> Value:
         >>> dual_averaging_final(dual_averaging_init(0.25))
         0.25
     """
-    if state.count == 0:
+    if state.num_updates == 0:
         return _exp(state.log_step)
     return _exp(state.log_step_avg)
 
@@ -171,7 +172,7 @@ class DualAveraging:
     @property
     def count(self) -> int:
         """Updates since the (re)start."""
-        return self.state.count
+        return self.state.num_updates
 
     @property
     def mu(self) -> Value:

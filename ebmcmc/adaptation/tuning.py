@@ -102,7 +102,7 @@ def replace_at(kernel: Kernel, path: tuple[int, ...], **changes) -> Kernel:
         return dataclasses.replace(kernel, **changes)
     i, rest = path[0], path[1:]
     if hasattr(kernel, "kernels"):
-        inner = list(kernel.kernels)  # type: ignore[attr-defined]
+        inner = list(kernel.kernels)
         inner[i] = replace_at(inner[i], rest, **changes)
         return dataclasses.replace(kernel, kernels=tuple(inner))  # type: ignore[call-arg]
     new = replace_at(kernel.kernel, rest, **changes)  # type: ignore[attr-defined]

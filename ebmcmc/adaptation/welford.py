@@ -21,11 +21,11 @@ class WelfordState(NamedTuple):
     """Draws counted (per pooled group), running mean and sum of squared deviations.
 
     Example:
-        >>> welford_init().count
+        >>> welford_init().num_draws
         0
     """
 
-    count: int
+    num_draws: int
     mean: Tensor | None
     m2: Tensor | None
 
@@ -56,7 +56,7 @@ def welford_update(
         >>> s = welford_init()
         >>> for i in range(3):
         ...     s = welford_update(s, torch.full((4, 2), float(i)), (0,), 1)
-        >>> s.count, s.mean.tolist()
+        >>> s.num_draws, s.mean.tolist()
         (12, [1.0, 1.0])
     """
     x = x.detach()
@@ -73,10 +73,10 @@ def welford_update(
             m2_b = m2_b.reshape(x.shape[batch_ndim:])
     if state.mean is None or state.m2 is None:
         return WelfordState(n_b, mean_b.clone(), m2_b.clone())
-    n = state.count + n_b
+    n = state.num_draws + n_b
     delta = mean_b - state.mean
     mean = state.mean + delta * (n_b / n)
-    m2 = state.m2 + m2_b + delta**2 * (state.count * n_b / n)
+    m2 = state.m2 + m2_b + delta**2 * (state.num_draws * n_b / n)
     return WelfordState(n, mean, m2)
 
 
@@ -95,11 +95,11 @@ def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
         >>> welford_variance(s, regularize=False)
         tensor([2.])
     """
-    if state.mean is None or state.m2 is None or state.count < 2:
+    if state.mean is None or state.m2 is None or state.num_draws < 2:
         raise ValueError("Welford needs at least two draws for a variance")
-    var = state.m2 / (state.count - 1)
+    var = state.m2 / (state.num_draws - 1)
     if regularize:
-        n = state.count
+        n = state.num_draws
         var = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
     return var
 
@@ -135,7 +135,7 @@ class Welford:
     @property
     def n(self) -> int:
         """Draws counted so far."""
-        return self.state.count
+        return self.state.num_draws
 
     @property
     def mean(self) -> Tensor | None:

@@ -141,6 +141,7 @@ class Adapter:
                 s = per_chain(step, batch, st.energy, "step_size")
                 s = s.clone() if not pool else ad.pooled(s)
                 init: float | Tensor = float(s) if s.ndim == 0 else s
+                assert target is not None
                 ad.da = DualAveraging(init, float(target), config.gamma, config.t0, config.kappa)
             if adapt_mass:
                 ad.windows = warmup_schedule(

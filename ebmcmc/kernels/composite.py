@@ -341,8 +341,24 @@ class Masked(Kernel):
         return self.kernel.evals_per_step
 
     def children(self, state=None, info=None):
-        return [(self.kernel, None if state is None else state.inner,
-                 None if info is None else info.inner)]  # fmt: skip
+        inner = None
+        if state is not None:
+            inner = state.inner if self._owns(state) else self._free_view(state)
+        return [(self.kernel, inner, None if info is None else info.inner)]
+
+    def _owns(self, state) -> bool:
+        """Whether ``state`` is this kernel's (laid out by the same mask)."""
+        return isinstance(state, MaskedState) and (
+            state.mask is self.mask
+            or (state.mask.shape == self.mask.shape and torch.equal(state.mask, self.mask))
+        )
+
+    def _free_view(self, state: ChainState) -> State:
+        """The free coordinates of another kernel's state, without evaluating the energy."""
+        nb = state.energy.ndim
+        index, _ = self._layout(state.position, nb)
+        idx = index.expand(tuple(state.position.shape[:nb]) + (index.shape[-1],))
+        return State(state.position.flatten(start_dim=nb).gather(-1, idx), state.energy)
 
     def _layout(self, x: Tensor, nb: int) -> tuple[Tensor, Tensor | None]:
         """``(index, valid)``: the flat indices of the free coordinates, ``(*batch, n)`` (or
@@ -395,11 +411,8 @@ class Masked(Kernel):
         return self._start(energy, x, nb)
 
     def init_from(self, energy, state: ChainState) -> MaskedState:
-        if isinstance(state, MaskedState) and (
-            state.mask is self.mask
-            or (state.mask.shape == self.mask.shape and torch.equal(state.mask, self.mask))
-        ):
-            return state
+        if self._owns(state):
+            return state  # type: ignore[return-value]
         g = state.grad if type(state) is State else None
         return self._start(energy, state.position, state.energy.ndim, state.energy, g)
 
@@ -474,7 +487,7 @@ class ChainMask(Kernel):
         return self.kernel.evals_per_step
 
     @property
-    def default_target_accept(self):  # type: ignore[override]
+    def default_target_accept(self):
         return self.kernel.default_target_accept
 
     def children(self, state=None, info=None):

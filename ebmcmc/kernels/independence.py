@@ -79,6 +79,8 @@ class IndependenceMetropolis(Kernel):
 
         log_ratio = (e - e_new) + (log_q(x) - log_q(x_new))
         accept_prob, accepted = metropolis(log_ratio, ok, generator)
-        grad = where_batch(accepted, g_new, state.grad) if g_new is not None else None
+        grad = None
+        if g_new is not None and state.grad is not None:
+            grad = where_batch(accepted, g_new, state.grad)
         new_state = State(where_batch(accepted, x_new, x), torch.where(accepted, e_new, e), grad)
         return new_state, Info(accept_prob, accepted, ~ok)

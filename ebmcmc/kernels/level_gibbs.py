@@ -52,6 +52,7 @@ class LevelState(ChainState):
 
     Example:
         >>> import torch
+        >>> from ebmcmc.kernels import State
         >>> s = LevelState(State(torch.zeros(2, 1), torch.zeros(2)), torch.tensor([0, 3]))
         >>> s.level.tolist(), s.position.shape
         ([0, 3], torch.Size([2, 1]))

@@ -255,5 +255,5 @@ def select(mask: Tensor, new: S, old: S) -> S:
                 changes[f.name] = where_batch(mask, a, b)
             elif dataclasses.is_dataclass(a):
                 changes[f.name] = select(mask, a, b)
-        return dataclasses.replace(new, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(new, **changes)
     return new

@@ -62,6 +62,8 @@ class RandomWalk(Kernel):
         e_new, g_new = evaluate_like(energy, x_new, state.grad is not None)
         ok = finite_batch(e_new, x_new, g_new)
         accept_prob, accepted = metropolis(e - e_new, ok, generator)
-        grad = None if g_new is None else where_batch(accepted, g_new, state.grad)
+        grad = None
+        if g_new is not None and state.grad is not None:
+            grad = where_batch(accepted, g_new, state.grad)
         new_state = State(where_batch(accepted, x_new, x), torch.where(accepted, e_new, e), grad)
         return new_state, Info(accept_prob, accepted, ~ok, self.step_size)

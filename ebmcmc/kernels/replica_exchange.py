@@ -21,10 +21,11 @@ __all__ = ["ReplicaExchange", "ReplicaState", "ReplicaInfo"]
 class ReplicaState(ChainState):
     """State of :class:`ReplicaExchange`: the inner kernel's state over every replica.
 
-    ``inner`` is the inner kernel's state over ``(R, *batch, *event)`` with *tempered*
-    energies ``beta_r E``; ``position`` and ``energy`` are the cold (``beta = 1``) replica's,
-    shapes ``(*batch, *event)`` and ``batch``; ``parity`` says which neighbour pairs the next
-    swap proposes (0: (0,1), (2,3), …; 1: (1,2), (3,4), …).
+    ``inner`` is the inner kernel's state over ``(R, N, *event)`` with *tempered* energies
+    ``beta_r E`` (the chains' batch flattened to ``N``); ``position`` and ``energy`` are the
+    cold (``beta = 1``) replica's, shapes ``(*batch, *event)`` and ``batch``; ``parity`` says
+    which neighbour pairs the next swap proposes (0: (0,1), (2,3), …; 1: (1,2), (3,4), …);
+    ``chains`` is the chains' batch shape.
 
     Example:
         >>> import torch
@@ -37,14 +38,17 @@ class ReplicaState(ChainState):
 
     inner: Any
     parity: int = 0
+    chains: tuple[int, ...] = ()
 
     @property
     def position(self) -> Tensor:  # type: ignore[override]
-        return self.inner.position[0]
+        p = self.inner.position[0]
+        return p.reshape(tuple(self.chains) + tuple(p.shape[1:])) if self.chains else p
 
     @property
     def energy(self) -> Tensor:  # type: ignore[override]
-        return self.inner.energy[0]
+        e = self.inner.energy[0]
+        return e.reshape(tuple(self.chains)) if self.chains else e
 
     @property
     def replicas(self):
@@ -85,10 +89,10 @@ class ReplicaExchange(Kernel):
     accepted with probability ``min(1, exp((beta_r - beta_{r+1}) (E_r - E_{r+1})))``. The trace
     records the ``beta = 1`` replica.
 
-    The inner kernel's hyperparameters may be per replica: a tensor of shape ``(R, 1, …, 1)``
-    (one 1 per batch dimension) broadcasting over ``(R, *batch)``. A scalar inner step size is
-    made per replica, ``(R, 1)``, so that warm-up adaptation tunes one step size (and mass
-    matrix) per replica; with a batch of more than one dimension, give it as ``(R, 1, …, 1)``.
+    The inner kernel runs on the replicas' positions ``(R, N, *event)`` (the chains' batch
+    flattened to ``N``), so its hyperparameters may be per replica, shape ``(R, 1)``, or per
+    replica and chain, ``(R, N)``. A scalar inner step size is made per replica, ``(R, 1)``,
+    so that warm-up adaptation tunes one step size (and mass matrix) per replica.
 
     Args:
         kernel: the inner kernel (MALA, HMC, …).
@@ -148,9 +152,10 @@ class ReplicaExchange(Kernel):
     def init(self, energy, x: Tensor, validate: bool = True) -> ReplicaState:
         e = _validate(energy, x) if validate else evaluate(energy, x)
         r = torch.as_tensor(self.betas).numel()
-        xs = x.detach().unsqueeze(0).expand((r,) + tuple(x.shape)).clone()
-        inner = self.kernel.init(self._tempered(energy, e.ndim, x), xs, validate=False)
-        return ReplicaState(inner, 0)
+        flat = x.detach().reshape((e.numel(),) + tuple(x.shape[e.ndim :]))
+        xs = flat.unsqueeze(0).expand((r,) + tuple(flat.shape)).clone()
+        inner = self.kernel.init(self._tempered(energy, 1, x), xs, validate=False)
+        return ReplicaState(inner, 0, tuple(e.shape))
 
     def init_from(self, energy, state: ChainState) -> ReplicaState:
         if isinstance(state, ReplicaState):
@@ -188,17 +193,18 @@ class ReplicaExchange(Kernel):
             g_u = where_batch(take_up, up(g_u), where_batch(take_down, down(g_u), g_u))
             grad = g_u * expand_event(betas_b, ne)
         inner = State(pos, u_new * betas_b, grad)
-        new_state = ReplicaState(inner, 1 - state.parity if r > 2 else 0)
+        new_state = ReplicaState(inner, 1 - state.parity if r > 2 else 0, state.chains)
         step0 = info.step_size
         if isinstance(step0, Tensor) and step0.ndim > 0 and step0.shape[0] == r:
             step0 = step0[0]
+        chains = tuple(state.chains) or tuple(info.accept_prob.shape[1:])
         out = ReplicaInfo(
-            info.accept_prob[0],
-            info.accepted[0],
-            info.diverging[0],
+            info.accept_prob[0].reshape(chains),
+            info.accepted[0].reshape(chains),
+            info.diverging[0].reshape(chains),
             step0,
             info,
-            swap_prob,
+            swap_prob.reshape((r - 1,) + chains),
             attempted,
         )
         return new_state, out

@@ -8,7 +8,6 @@ state atomically at every checkpoint so that an interrupted study resumes to the
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -20,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._files import atomic_write
-from ..kernels.base import Kernel, State
+from ..kernels.base import ChainState, Kernel, flatten_state, unflatten_state
 from ..sampling import sample
 
 __all__ = ["CURVE_COLUMNS", "ChainRuns", "run_chains"]
@@ -62,7 +61,7 @@ class ChainRuns:
     final: dict[str, Tensor]
 
 
-def _figures(state: State, nb: int, quality_fn, bounds) -> dict[str, float]:
+def _figures(state: ChainState, nb: int, quality_fn, bounds) -> dict[str, float]:
     x, e = state.position.detach(), state.energy.detach()
     ef = e.reshape(-1).double()
     finite = ef[torch.isfinite(ef)]
@@ -87,11 +86,7 @@ def _figures(state: State, nb: int, quality_fn, bounds) -> dict[str, float]:
     return out
 
 
-def _state_fields(state: State) -> dict[str, Tensor | None]:
-    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-
-
-def _mean_x(state: State, info) -> dict[str, Tensor]:
+def _mean_x(state: ChainState, info) -> dict[str, Tensor]:
     nb = state.energy.ndim
     return {"mean_x": state.position.flatten(start_dim=nb).mean(-1)}
 
@@ -138,7 +133,7 @@ def run_chains(
         ([0.0, 10.0, 100.0], (8, 50))
     """
     names = list(starts)
-    states: dict[str, State] = {}
+    states: dict[str, ChainState] = {}
     gens: dict[str, torch.Generator] = {}
     nbs: dict[str, int] = {}
     rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
@@ -159,7 +154,7 @@ def run_chains(
             done = int(saved["done"])
             for n in names:
                 s = saved["starts"][n]
-                states[n] = dataclasses.replace(states[n], **s["state"])
+                states[n] = unflatten_state(states[n], s["state"])
                 gens[n].set_state(s["gen"])
                 rows[n] = [dict(r) for r in s["rows"]]
                 divs[n] = float(s["divs"])
@@ -208,7 +203,7 @@ def run_chains(
                 "done": done,
                 "starts": {
                     n: {
-                        "state": _state_fields(states[n]),
+                        "state": flatten_state(states[n]),
                         "gen": gens[n].get_state(),
                         "rows": rows[n],
                         "divs": divs[n],
