@@ -9,14 +9,24 @@ the rule of :mod:`ebmcmc.adaptation.tuning`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
-from ..kernels.base import Kernel
+from ..kernels.base import Kernel, inverse_mass
 from ..kernels.proposal import per_chain
 from .dual_averaging import DualAveraging
-from .tuning import leaves, pool_dims, replace_at
+from .trajectory import (
+    MIN_ACCEPT,
+    TrajectoryState,
+    chees_gradient,
+    trajectory_final,
+    trajectory_init,
+    trajectory_update,
+)
+from .tuning import kernel_at, leaves, pool_dims, replace_at
 from .welford import WelfordState, welford_init, welford_update, welford_variance
 from .windows import warmup_schedule
 
@@ -42,6 +52,18 @@ class WindowAdaptation:
         gamma: dual-averaging constant (see :class:`DualAveraging`).
         t0: dual-averaging constant (see :class:`DualAveraging`).
         kappa: dual-averaging constant (see :class:`DualAveraging`).
+        trajectory_rate: learning rate of trajectory-length adaptation (kernels with a
+            ``trajectory_length``, e.g. :class:`~ebmcmc.kernels.ChEES`).
+        stuck_after: a chain that has accepted nothing in this many steps is *stuck*: while
+            stuck chains are a minority, they are left out of the pooled acceptance, so they
+            cannot drag a shared step size down.
+        restart_stuck: halfway through warm-up, :func:`ebmcmc.sample` moves chains that have
+            never accepted a proposal to the positions of randomly chosen moving chains (and
+            names them in a warning either way).
+
+    Robust pooling: the shared step size follows the mean acceptance of the chains that are
+    not stuck (kernels that ask for it, like ChEES, pool by the harmonic mean of the chains
+    whose acceptance is at least 1e-4 and that did not diverge).
 
     Example:
         >>> import torch, ebmcmc
@@ -64,6 +86,9 @@ class WindowAdaptation:
     gamma: float = 0.05
     t0: float = 10.0
     kappa: float = 0.75
+    trajectory_rate: float = 0.025
+    stuck_after: int = 50
+    restart_stuck: bool = True
 
     def __post_init__(self):
         if self.target_accept is not None and not 0 < self.target_accept < 1:
@@ -73,6 +98,10 @@ class WindowAdaptation:
                 raise ValueError(f"{name} must be >= 0")
         if int(self.base_window) < 1:
             raise ValueError("base_window must be >= 1")
+        if not self.trajectory_rate > 0:
+            raise ValueError(f"trajectory_rate must be > 0, got {self.trajectory_rate!r}")
+        if isinstance(self.stuck_after, bool) or int(self.stuck_after) < 1:
+            raise ValueError(f"stuck_after must be an int >= 1, got {self.stuck_after!r}")
 
     def start(self, kernel: Kernel, state, num_warmup: int) -> Adapter:
         """An :class:`Adapter` for ``num_warmup`` steps of ``kernel`` from ``state``."""
@@ -90,6 +119,9 @@ class _LeafAdaptation:
     adapt_mass: bool
     windows: list[tuple[int, int]]
     welford: WelfordState = field(default_factory=welford_init)
+    harmonic: bool = False
+    traj: TrajectoryState | None = None
+    last_accept: Tensor | None = None  # the last step each chain accepted at
 
     def pooled(self, t: Tensor) -> Tensor:
         """Average a batch-shaped tensor over the shared chains."""
@@ -98,6 +130,27 @@ class _LeafAdaptation:
         if len(self.pool) == self.batch_ndim:
             return t.mean()
         return t.mean(dim=self.pool, keepdim=True)
+
+    def pooled_acceptance(self, info, i: int, stuck_after: int) -> Tensor:
+        """The acceptance statistic the shared step size follows (see WindowAdaptation)."""
+        a = info.accept_prob
+        acc = info.accepted
+        if self.last_accept is None:
+            self.last_accept = torch.zeros(a.shape, dtype=torch.long, device=a.device)
+        self.last_accept = torch.where(acc, torch.full_like(self.last_accept, i + 1),
+                                       self.last_accept)  # fmt: skip
+        if len(self.pool) != self.batch_ndim or self.batch_ndim == 0:
+            return self.pooled(a)  # per chain or per group: no pooling across all chains
+        stuck = (i + 1 - self.last_accept) >= stuck_after
+        keep = ~stuck if bool(stuck.any()) and float(stuck.double().mean()) < 0.5 else None
+        if self.harmonic:
+            ok = (a >= MIN_ACCEPT) & torch.isfinite(a) & ~info.diverging
+            if keep is not None:
+                ok = ok & keep
+            if not bool(ok.any()):
+                return a.new_zeros(())
+            return 1.0 / (1.0 / a[ok]).mean()
+        return a.mean() if keep is None else a[keep].mean()
 
 
 class Adapter:
@@ -147,6 +200,10 @@ class Adapter:
                 ad.windows = warmup_schedule(
                     self.num_warmup, config.initial_buffer, config.term_buffer, config.base_window
                 )
+            ad.harmonic = getattr(k, "acceptance_pooling", "mean") == "harmonic"
+            if adapt_step and hasattr(k, "trajectory_length"):
+                length = k.trajectory_length if k.trajectory_length is not None else step
+                ad.traj = trajectory_init(float(torch.as_tensor(length).max()))
             if ad.da is not None or ad.adapt_mass:
                 self.leaves.append(ad)
 
@@ -165,10 +222,21 @@ class Adapter:
         found = {leaf.path: leaf for leaf in leaves(kernel, state, info)}
         for ad in self.leaves:
             leaf = found[ad.path]
-            changes = {}
+            changes: dict = {}
             if ad.da is not None and leaf.info is not None:
-                a = ad.pooled(leaf.info.accept_prob)
+                a = ad.pooled_acceptance(leaf.info, i, self.config.stuck_after)
                 changes["step_size"] = ad.da.update(float(a) if ad.da.scalar else a)
+            if ad.traj is not None and getattr(leaf.info, "proposal", None) is not None:
+                info = leaf.info
+                grad = chees_gradient(info.initial_position, info.proposal, info.momentum,
+                                      info.accept_prob, info.diverging, info.jitter,
+                                      inverse_mass(leaf.kernel.inverse_mass_matrix,
+                                                   info.initial_position))  # fmt: skip
+                ad.traj = trajectory_update(ad.traj, grad, self.config.trajectory_rate)
+                step_now = changes.get("step_size", leaf.kernel.step_size)
+                changes["trajectory_length"] = self._clip_length(
+                    math.exp(ad.traj.log_length), step_now, leaf.kernel
+                )
             if ad.adapt_mass and any(s <= i < e for s, e in ad.windows):
                 ad.welford = welford_update(ad.welford, leaf.state.position, ad.pool,
                                             ad.batch_ndim)  # fmt: skip
@@ -182,9 +250,23 @@ class Adapter:
                 kernel = replace_at(kernel, ad.path, **changes)
         return kernel
 
+    @staticmethod
+    def _clip_length(length: float, step, kernel: Kernel) -> float:
+        """Keep a trajectory between one leapfrog step and ``max_leapfrog_steps`` of them."""
+        eps = float(torch.as_tensor(step).max())
+        most = getattr(kernel, "max_leapfrog_steps", 1000) * eps
+        return min(max(length, eps), most)
+
     def finalize(self, kernel: Kernel) -> Kernel:
-        """The kernel to sample with after warm-up (averaged step sizes)."""
+        """The kernel to sample with after warm-up (averaged step sizes and lengths)."""
         for ad in self.leaves:
+            changes: dict = {}
             if ad.da is not None:
-                kernel = replace_at(kernel, ad.path, step_size=ad.da.final_step_size())
+                changes["step_size"] = ad.da.final_step_size()
+            if ad.traj is not None:
+                k = kernel_at(kernel, ad.path)
+                step = changes.get("step_size", getattr(k, "step_size", 1.0))
+                changes["trajectory_length"] = self._clip_length(trajectory_final(ad.traj), step, k)
+            if changes:
+                kernel = replace_at(kernel, ad.path, **changes)
         return kernel

@@ -1,8 +1,8 @@
 """MCMC kernels: hyperparameters only, ``init(energy, x)`` and ``step(energy, state, generator)``,
 typed states and infos, and composites that build kernels from kernels.
 
-* single-position kernels: :class:`Langevin`, :class:`MALA`, :class:`HMC`,
-  :class:`RandomWalk`, :class:`IndependenceMetropolis`;
+* single-position kernels: :class:`Langevin`, :class:`MALA`, :class:`HMC`, :class:`ChEES`
+  (HMC tuned across many chains), :class:`RandomWalk`, :class:`IndependenceMetropolis`;
 * composites: :class:`Cycle` (kernels in turn), :class:`Masked` (some coordinates:
   conditional sampling, Gibbs blocks), :class:`ChainMask` (some chains),
   :class:`ReplicaExchange` (tempering), :class:`LevelGibbs` (Gibbs over a discrete level);
@@ -20,6 +20,7 @@ Example:
 """
 
 from .base import ChainState, Info, Kernel, State
+from .chees import ChEES, ChEESInfo, ChEESState
 from .composite import (
     ChainMask,
     ChainMaskInfo,
@@ -46,6 +47,9 @@ __all__ = [
     "MALA",
     "HMC",
     "HMCInfo",
+    "ChEES",
+    "ChEESState",
+    "ChEESInfo",
     "RandomWalk",
     "IndependenceMetropolis",
     "Cycle",
