@@ -1,0 +1,358 @@
+"""The No-U-Turn sampler (NUTS), every chain building its own tree in one batched loop.
+
+One transition of every chain, as in Stan: draw a momentum, then double a leapfrog trajectory
+in a random direction per chain until it makes a U-turn, an integration step diverges, or the
+tree reaches ``max_tree_depth``; the next state is drawn from the trajectory by multinomial
+sampling (weights ``exp(-H)``), progressively within each new subtree and with the biased
+(forward-favouring) rule when a subtree joins the tree.
+
+How the batch is run
+--------------------
+The recursive tree building is unrolled into a flat loop in which every chain that is still
+building does exactly one leapfrog step per iteration, with one energy+gradient evaluation for
+the whole batch. Each chain keeps its own position in the tree: the leaf counter ``N`` (``N``
+runs from ``2**j`` to ``2**(j+1) - 1`` while the ``j``-th doubling builds its ``2**j`` new
+states), its direction, its subtree weight and its candidate. Chains that have finished (U-turn,
+divergence or maximum depth) are frozen by masks; the loop runs while any chain builds, so a
+step costs the longest trajectory of the batch and finished chains idle (``idle_fraction``).
+
+U-turn checks without the recursion stack
+-----------------------------------------
+Every check of the recursive algorithm compares a contiguous run of states ``[s, e]`` of the
+current doubling (or the old tree joined with the new subtree) through
+``M^{-1} p_s . rho >= 0`` and ``M^{-1} p_e . rho >= 0`` with ``rho`` the sum of the momenta
+over the run. With ``T_N`` the running momentum sum over the states built so far (in build
+order, the old tree counting as one block before the new subtree) ``rho = T_e - T_{s-1}``.
+Runs are aligned blocks of ``2**k`` leaves, so the checks a leaf ``N`` triggers follow from
+the bits of ``N``:
+
+* a block of level ``k`` ends at ``N`` when ``2**k`` divides ``N + 1``: check the whole block,
+  and the block's second half extended by the last state of its first half (Stan's extra check
+  across the halves);
+* ``N`` is the first state of the second half of a level-``k`` block when ``N mod 2**k`` is
+  ``2**(k-1)``: check the first half extended by ``N`` (Stan's other extra check; doing it as
+  soon as the state exists is equivalent, since a failure anywhere in a subtree rejects it).
+
+Each level keeps, from the start of its latest block, the velocity ``M^{-1} p`` of the first
+state with the momentum sum before it, and the velocity of the state just before with the
+sum before that: ``O(max_tree_depth)`` memory per chain, preallocated. A failed check inside
+the new subtree rejects the subtree and ends the transition; the checks on the whole tree (the
+top level ``j + 1``) only stop further doublings, after the subtree's candidate was offered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..energy import energy_and_grad
+from .base import Info, Kernel, State, check_positive, per_chain
+
+__all__ = ["NUTS"]
+
+
+@dataclass(frozen=True)
+class NUTS(Kernel):
+    """No-U-Turn sampler with multinomial sampling, batched across chains.
+
+    Each chain builds its own trajectory by repeated doubling in a random direction (leapfrog
+    steps of ``step_size`` with a diagonal mass matrix ``M = 1 / inverse_mass_matrix``) until
+    the generalized U-turn criterion on momentum sums fails, a step diverges, or the tree has
+    ``2**max_tree_depth - 1`` leapfrog steps. The next state is drawn from the trajectory with
+    probability proportional to ``exp(-H)`` (progressively within subtrees; biased towards the
+    newest subtree when it joins the tree), as in Stan and NumPyro. The kernel is exact for
+    ``exp(-E)`` at any step size.
+
+    A leapfrog state whose energy error ``H - H0`` exceeds ``divergence_threshold`` or whose
+    energy, gradient or position is not finite is a divergence: the chain stops building, its
+    new subtree is discarded and the next state comes from the valid part of the tree (so it is
+    always finite). All chains advance in one batched loop with one energy+gradient evaluation
+    per leapfrog step for the whole batch; a step lasts as long as the batch's longest
+    trajectory.
+
+    Args:
+        step_size: leapfrog step ``> 0``, scalar or per-chain tensor (batch shape).
+        max_tree_depth: the most doublings per transition, int ``>= 1`` (at most
+            ``2**max_tree_depth - 1`` leapfrog steps).
+        inverse_mass_matrix: diagonal of ``M^{-1}``, shape ``event`` or ``(*batch, *event)``;
+            ``None`` means the identity.
+        divergence_threshold: energy error beyond which a leapfrog state counts as divergent.
+
+    ``Info`` per chain (shape ``batch``): ``accept_prob`` is the mean over the trajectory's
+    leapfrog states of ``min(1, exp(H0 - H))`` (Stan's statistic, which warm-up adaptation
+    drives to 0.8), ``accepted`` whether the chain moved, ``diverging`` whether a divergence
+    ended the tree. ``Info.extra``:
+
+    * ``tree_depth``: doublings attempted (int64, batch shape);
+    * ``num_leapfrog``: leapfrog steps (= gradient evaluations) of the chain's own tree;
+    * ``num_evals``: batched energy+gradient evaluations of this step, i.e. what every chain
+      was evaluated, idle or not (int64, batch shape, equal everywhere) -- the honest cost
+      to divide ESS by;
+    * ``idle_fraction``: ``1 - sum(num_leapfrog) / (num_chains * num_evals)`` (0-d tensor);
+    * ``energy_error``: ``H - H0`` at the returned state (0 when the chain stayed).
+
+    The class attribute ``evals_per_step`` is the bound ``2**max_tree_depth - 1``; the actual
+    count varies from step to step and is ``info.extra["num_evals"]``.
+
+    Example:
+        >>> import torch
+        >>> from ebmcmc.kernels.nuts import NUTS
+        >>> energy = lambda x: 0.5 * (x**2).sum(-1)
+        >>> k = NUTS(step_size=0.5)
+        >>> s = k.init(energy, torch.zeros(16, 2))
+        >>> s, info = k.step(energy, s, torch.Generator().manual_seed(0))
+        >>> s.position.shape, info.extra["tree_depth"].shape
+        (torch.Size([16, 2]), torch.Size([16]))
+        >>> bool((info.extra["num_leapfrog"] <= info.extra["num_evals"]).all())
+        True
+    """
+
+    step_size: float | Tensor = 0.1
+    max_tree_depth: int = 10
+    inverse_mass_matrix: Tensor | None = None
+    divergence_threshold: float = 1000.0
+    default_target_accept: ClassVar[float] = 0.8
+    adaptable: ClassVar[tuple[str, ...]] = ("step_size", "inverse_mass_matrix")
+
+    def __post_init__(self):
+        check_positive("step_size", self.step_size)
+        d = self.max_tree_depth
+        if isinstance(d, Tensor) and d.numel() == 1 and not d.is_floating_point():
+            d = int(d)
+            object.__setattr__(self, "max_tree_depth", d)
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 30:
+            raise ValueError(f"max_tree_depth must be an integer in [1, 30], got {d!r}")
+        if self.inverse_mass_matrix is not None:
+            check_positive("inverse_mass_matrix", self.inverse_mass_matrix)
+        check_positive("divergence_threshold", self.divergence_threshold)
+
+    @property
+    def evals_per_step(self) -> int:  # type: ignore[override]
+        """The most energy+gradient evaluations one transition can cost,
+        ``2**max_tree_depth - 1``; the actual number is ``info.extra["num_evals"]``."""
+        return 2**self.max_tree_depth - 1
+
+    def _inv_mass(self, x: Tensor, event_ndim: int) -> Tensor | None:
+        """``M^{-1}`` as a ``(1, dim)`` (shared) or ``(num_chains, dim)`` tensor."""
+        if self.inverse_mass_matrix is None:
+            return None
+        m = torch.as_tensor(self.inverse_mass_matrix, dtype=x.dtype, device=x.device)
+        try:
+            torch.broadcast_shapes(m.shape, x.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"inverse_mass_matrix of shape {tuple(m.shape)} does not broadcast to positions "
+                f"of shape {tuple(x.shape)}; give the event shape or (*batch, *event)"
+            ) from err
+        if m.ndim > x.ndim:
+            raise ValueError(
+                f"inverse_mass_matrix of shape {tuple(m.shape)} has more dimensions than the "
+                f"positions {tuple(x.shape)}"
+            )
+        event_shape = x.shape[x.ndim - event_ndim :]
+        dim = event_shape.numel()
+        if m.ndim <= event_ndim:
+            return torch.broadcast_to(m, event_shape).reshape(1, dim)
+        return torch.broadcast_to(m, x.shape).reshape(-1, dim)
+
+    def step(self, energy, state: State, generator: torch.Generator | None = None):
+        self._validate_state(state)
+        with torch.no_grad():
+            return self._step(energy, state, generator)
+
+    def _step(self, energy, state: State, generator):
+        x0 = state.position
+        bs, ne = state.batch_shape, state.event_ndim
+        nc = bs.numel()
+        dim = x0.shape[x0.ndim - ne :].numel()
+        dt, dev = x0.dtype, x0.device
+        max_depth = int(self.max_tree_depth)
+        threshold = float(self.divergence_threshold)
+
+        # Internally every per-chain quantity is stored feature-major, (features, chains):
+        # masks over chains then broadcast along the contiguous axis, which keeps the masked
+        # selects about as cheap as plain arithmetic.
+        eps = per_chain(self.step_size, bs, x0, "step_size").reshape(1, nc)
+        inv_m = self._inv_mass(x0, ne)
+        if inv_m is not None:
+            inv_m = inv_m.T  # (dim, 1) or (dim, chains)
+
+        def velocity(p: Tensor) -> Tensor:
+            return p if inv_m is None else inv_m * p
+
+        # ---------------------------------------------------------------- initial state
+        xi = torch.randn(x0.shape, generator=generator, dtype=dt, device=dev).reshape(nc, dim).T
+        p0 = xi if inv_m is None else xi / torch.sqrt(inv_m)
+        v0 = velocity(p0)
+        e0 = state.energy.reshape(1, nc).to(dt)
+        h0 = e0 + 0.5 * (p0 * v0).sum(0, keepdim=True)
+
+        # One column per chain for every leapfrog state kept: rows [x | p | g | v | E | H - H0].
+        sx, sp, sg, sv = (slice(i * dim, (i + 1) * dim) for i in range(4))
+        se, sd = 4 * dim, 4 * dim + 1
+        start = torch.cat(
+            [x0.reshape(nc, dim).T, p0, state.grad.reshape(nc, dim).T, v0, e0, torch.zeros_like(e0)]
+        )
+        cur = start  # the growing end of the trajectory (integration continues from it)
+        far = start  # the other end
+        sub = start  # candidate of the subtree being built
+        smp = start  # candidate of the whole tree (the next state)
+
+        # per-chain tree bookkeeping
+        u0 = torch.rand(1, nc, generator=generator, dtype=dt, device=dev)
+        step = torch.where(u0 < 0.5, -eps, eps)  # signed leapfrog step, (1, chains)
+        leaf = torch.ones(nc, dtype=torch.long, device=dev)  # N, the index of the next leaf
+        count = torch.ones(nc, dtype=torch.long, device=dev)  # popcount(N)
+        depth = torch.zeros(nc, dtype=torch.long, device=dev)  # j, doublings completed
+        pending = torch.zeros(nc, dtype=torch.long, device=dev)  # deferred failed checks
+        span = torch.full((nc,), 2, dtype=torch.long, device=dev)  # 2**(j+1)
+        tsum = p0  # T: momentum sum over the states built so far, in build order
+        lw_tree = torch.zeros(nc, dtype=dt, device=dev)  # log sum exp(-(H - H0)), whole tree
+        lw_sub = torch.full((nc,), -torch.inf, dtype=dt, device=dev)  # same, new subtree
+        top_turn = torch.zeros(nc, dtype=torch.bool, device=dev)
+        active = torch.ones(nc, dtype=torch.bool, device=dev)
+        diverging = torch.zeros(nc, dtype=torch.bool, device=dev)
+        moved = torch.zeros(nc, dtype=torch.bool, device=dev)
+        acc_sum = torch.zeros(nc, dtype=dt, device=dev)
+
+        # U-turn checkpoints: a stack of one slot per block start still needed. The level-k
+        # block containing leaf N starts at N with its k lowest bits cleared and lives in slot
+        # popcount(start). ckpt[i, a, b]: a = 0 velocity, a = 1 momentum sum T before the state;
+        # b = 0 the block's first state, b = 1 the state before it. Slot 0 is the old tree, the
+        # first half of the top level: its far end's velocity, momentum sum 0 before it.
+        ckpt = torch.zeros(max_depth + 1, 2, 2, dim, nc, dtype=dt, device=dev)
+        ckpt_rows = ckpt.view(max_depth + 1, 4 * dim, nc)
+        ckpt[0, 0, 0] = v0
+        inner_tab, top_tab = _check_tables(max_depth, dev)
+        max_span = 2**max_depth
+
+        iters = 0
+        num_slots = 1
+        while True:
+            iters += 1
+            # ------------------------------------------------------------ leapfrog
+            p_half = torch.addcmul(cur[sp], step, cur[sg], value=-0.5)
+            x_new = torch.addcmul(cur[sx], step, velocity(p_half))
+            e_new, g_new = energy_and_grad(energy, x_new.T.contiguous().view(x0.shape))
+            g_new = g_new.reshape(nc, dim).T
+            e_new = e_new.reshape(1, nc)
+            p_new = torch.addcmul(p_half, step, g_new, value=-0.5)
+            v_new = velocity(p_new)
+            row = torch.cat([x_new, p_new, g_new, v_new, e_new, e_new])
+            delta = row[sd]
+            torch.add(e_new[0] - h0[0], (p_new * v_new).sum(0), alpha=0.5, out=delta)
+            # valid: finite position and energy error, error within the threshold (a
+            # non-finite energy or gradient makes the error non-finite)
+            good = (delta <= threshold) & (delta > -torch.inf) & torch.isfinite(x_new).all(0)
+            # Stan's acceptance statistic counts every state built, divergent ones included
+            err = torch.nan_to_num(delta, nan=torch.inf)
+            acc_sum += torch.where(active, torch.exp(torch.clamp(-err, max=0.0)), 0.0)
+            ok = active & good
+            diverging |= active > good
+            p_prev, v_prev = cur[sp], cur[sv]
+            cur = torch.where(ok, row, cur)
+
+            # ------------------------------------------------------------ subtree candidate
+            # progressive uniform sampling: leaf N replaces the candidate w.p. w_N / W_sub
+            u = torch.rand(3, nc, generator=generator, dtype=dt, device=dev)
+            take_leaf = ok & (u[0] < torch.sigmoid(-delta - lw_sub))
+            lw_sub = torch.logaddexp(lw_sub, -delta)
+            sub = torch.where(take_leaf, row, sub)
+
+            # ------------------------------------------------------------ U-turn checks
+            new = torch.stack([v_new, v_prev, tsum, tsum - p_prev])  # the slot of leaf N
+            ckpt_rows.scatter_(0, count.view(1, 1, nc).expand(1, 4 * dim, nc), new.view(1, -1, nc))
+            tsum = tsum + p_new
+            low1 = (leaf + 1) & -(leaf + 1)  # 2**t: the blocks of levels 1..t end at N
+            trail = torch.frexp(low1.to(dt))[1] - 1  # t, the trailing ones of N
+            view = ckpt[:num_slots]
+            rho = tsum - view[:, 1]
+            turned = torch.minimum((view[:, 0] * rho).sum(-2), (rho * v_new).sum(-2)) <= 0
+            inner = (turned & inner_tab[:num_slots, :, count, trail]).flatten(0, 1).any(0)
+            top_turn |= (turned[:2] & top_tab[: min(2, num_slots), :, count, trail]).flatten(
+                0, 1
+            ).any(0)
+            # At an even N the only inner check is "first half + N" of the level tz(N)+1
+            # block; Stan evaluates it when the block is complete, so it is kept as a pending
+            # bit of that level until then (the trajectory, the divergences met and the
+            # acceptance statistic are then exactly Stan's).
+            even = trail == 0
+            pending |= torch.where(inner & even, 2 * (leaf & -leaf), 0)
+            done_levels = 2 * low1 - 2  # bits 1..t
+            inner_turn = (inner & ~even) | ((pending & done_levels) != 0)
+            pending &= ~done_levels
+
+            # ------------------------------------------------------------ subtree done
+            complete = (ok & (leaf + 1 == span)) > inner_turn
+            # biased progressive sampling: the new subtree's candidate replaces the tree's
+            # w.p. min(1, W_sub / W_old)
+            take_sub = complete & (u[1] < torch.exp(lw_sub - lw_tree))
+            smp = torch.where(take_sub, sub, smp)
+            moved |= take_sub
+            lw_tree = torch.where(complete, torch.logaddexp(lw_tree, lw_sub), lw_tree)
+            stop = complete & (top_turn | (span == max_span))
+            cont = complete > stop
+            active = ok > (inner_turn | stop)
+            # next doubling in a fresh random direction; reversing swaps the ends
+            flip = cont & (u[2] < 0.5)
+            cur, far = torch.where(flip, far, cur), torch.where(flip, cur, far)
+            step = torch.where(flip, -step, step)
+            depth += complete
+            span = 2 << depth
+            lw_sub = torch.where(complete, -torch.inf, lw_sub)
+            top_turn = top_turn > complete
+            # the old tree is the first half of the next top level
+            ckpt[0, 0, 0] = torch.where(cont, far[sv], ckpt[0, 0, 0])
+            count = torch.where(active, count + 1 - trail, count)
+            leaf = leaf + active
+
+            max_leaf = int(torch.where(active, leaf, 0).max())  # the one sync per iteration
+            if max_leaf == 0:
+                break
+            num_slots = max_leaf.bit_length()  # slots 0..j are read, j + 1 = bit length of N
+
+        num_leapfrog = leaf
+        new_state = State(
+            smp[sx].T.reshape(x0.shape), smp[se].reshape(bs), smp[sg].T.reshape(x0.shape)
+        )
+        extra = {
+            "tree_depth": depth.reshape(bs),
+            "num_leapfrog": num_leapfrog.reshape(bs),
+            "num_evals": torch.full(bs, iters, dtype=torch.long, device=dev),
+            "idle_fraction": 1.0 - num_leapfrog.sum().to(dt) / (nc * iters),
+            "energy_error": smp[sd].reshape(bs),
+        }
+        accept_prob = (acc_sum / num_leapfrog).reshape(bs)
+        return new_state, Info(accept_prob, moved.reshape(bs), diverging.reshape(bs), extra)
+
+
+_TABLES: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+
+
+def _check_tables(max_depth: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Which checkpoint slots leaf ``N`` compares itself with, by ``popcount(N)`` and the
+    number of trailing ones of ``N``: ``(inner, top)``, each ``(slot, form, popcount, trailing)``.
+
+    Form 0 joins slot ``i``'s block start with ``N``: the blocks of levels ``1..t`` ending at
+    ``N`` (slots ``c - t .. c - 1``) and the first half of the level-``tz(N)+1`` block extended
+    by ``N`` (slot ``c - 1``). Form 1 joins the state before a second half with ``N``: levels
+    ``2..t`` (slots ``c - t + 1 .. c - 1``). Slot 0 (form 0) and slot 1 (form 1) are the top
+    level, the whole tree, whose checks stop the doubling without rejecting the subtree.
+    """
+    key = (max_depth, str(device))
+    if key not in _TABLES:
+        n = max_depth + 2
+        slot = torch.arange(max_depth + 1)[:, None, None]
+        c = torch.arange(n)[None, :, None]
+        t = torch.arange(n)[None, None, :]
+        form0 = (slot >= c - t.clamp(min=1)) & (slot <= c - 1)
+        form1 = (slot >= c - t + 1) & (slot <= c - 1)
+        both = torch.stack([form0, form1], dim=1)  # (slot, form, c, t)
+        top = torch.zeros_like(both)
+        top[0, 0] = both[0, 0]
+        top[1, 1] = both[1, 1]
+        _TABLES[key] = ((both & ~top).to(device), top[:2].to(device))
+    return _TABLES[key]
