@@ -188,7 +188,7 @@ class NUTS(Kernel):
         p0 = xi if inv_m is None else xi / torch.sqrt(inv_m)
         v0 = velocity(p0)
         e0 = state.energy.reshape(1, nc).to(dt)
-        h0 = e0 + 0.5 * (p0 * v0).sum(0, keepdim=True)
+        h0 = (e0 + 0.5 * (p0 * v0).sum(0, keepdim=True))[0]
 
         # One column per chain for every leapfrog state kept: rows [x | p | g | v | E | H - H0].
         sx, sp, sg, sv = (slice(i * dim, (i + 1) * dim) for i in range(4))
@@ -204,11 +204,6 @@ class NUTS(Kernel):
         # per-chain tree bookkeeping
         u0 = torch.rand(1, nc, generator=generator, dtype=dt, device=dev)
         step = torch.where(u0 < 0.5, -eps, eps)  # signed leapfrog step, (1, chains)
-        leaf = torch.ones(nc, dtype=torch.long, device=dev)  # N, the index of the next leaf
-        count = torch.ones(nc, dtype=torch.long, device=dev)  # popcount(N)
-        depth = torch.zeros(nc, dtype=torch.long, device=dev)  # j, doublings completed
-        pending = torch.zeros(nc, dtype=torch.long, device=dev)  # deferred failed checks
-        span = torch.full((nc,), 2, dtype=torch.long, device=dev)  # 2**(j+1)
         tsum = p0  # T: momentum sum over the states built so far, in build order
         lw_tree = torch.zeros(nc, dtype=dt, device=dev)  # log sum exp(-(H - H0)), whole tree
         lw_sub = torch.full((nc,), -torch.inf, dtype=dt, device=dev)  # same, new subtree
@@ -217,22 +212,30 @@ class NUTS(Kernel):
         diverging = torch.zeros(nc, dtype=torch.bool, device=dev)
         moved = torch.zeros(nc, dtype=torch.bool, device=dev)
         acc_sum = torch.zeros(nc, dtype=dt, device=dev)
+        zero = torch.zeros((), dtype=dt, device=dev)
+        num_leapfrog = torch.zeros(nc, dtype=torch.long, device=dev)
+        depth = torch.zeros(nc, dtype=torch.long, device=dev)  # doublings completed
+        # failed "first half + first state of the second half" checks, by level, until the
+        # level's block is complete (Stan evaluates them then)
+        pending = torch.zeros(max_depth + 1, nc, dtype=torch.bool, device=dev)
 
         # U-turn checkpoints: a stack of one slot per block start still needed. The level-k
         # block containing leaf N starts at N with its k lowest bits cleared and lives in slot
         # popcount(start). ckpt[i, a, b]: a = 0 velocity, a = 1 momentum sum T before the state;
         # b = 0 the block's first state, b = 1 the state before it. Slot 0 is the old tree, the
-        # first half of the top level: its far end's velocity, momentum sum 0 before it.
+        # first half of the top level: its far end's velocity and momentum sum 0 before it.
         ckpt = torch.zeros(max_depth + 1, 2, 2, dim, nc, dtype=dt, device=dev)
-        ckpt_rows = ckpt.view(max_depth + 1, 4 * dim, nc)
         ckpt[0, 0, 0] = v0
-        inner_tab, top_tab = _check_tables(max_depth, dev)
-        max_span = 2**max_depth
 
-        iters = 0
-        num_slots = 1
+        leaf = 0
         while True:
-            iters += 1
+            # Every chain still building has built exactly the same number of states, so the
+            # position in the tree is the same for all of them: the leaf index N, its doubling
+            # j, popcount c and trailing ones t are plain integers.
+            leaf += 1
+            j = leaf.bit_length() - 1
+            c = leaf.bit_count()
+            t = (leaf ^ (leaf + 1)).bit_length() - 1
             # ------------------------------------------------------------ leapfrog
             p_half = torch.addcmul(cur[sp], step, cur[sg], value=-0.5)
             x_new = torch.addcmul(cur[sx], step, velocity(p_half))
@@ -243,13 +246,13 @@ class NUTS(Kernel):
             v_new = velocity(p_new)
             row = torch.cat([x_new, p_new, g_new, v_new, e_new, e_new])
             delta = row[sd]
-            torch.add(e_new[0] - h0[0], (p_new * v_new).sum(0), alpha=0.5, out=delta)
-            # valid: finite position and energy error, error within the threshold (a
-            # non-finite energy or gradient makes the error non-finite)
-            good = (delta <= threshold) & (delta > -torch.inf) & torch.isfinite(x_new).all(0)
+            torch.add(e_new[0] - h0, (p_new * v_new).sum(0), alpha=0.5, out=delta)
+            # valid: everything finite and the energy error within the threshold
+            good = torch.isfinite(row).all(0) & (delta <= threshold)
             # Stan's acceptance statistic counts every state built, divergent ones included
-            err = torch.nan_to_num(delta, nan=torch.inf)
-            acc_sum += torch.where(active, torch.exp(torch.clamp(-err, max=0.0)), 0.0)
+            acc = torch.exp(torch.clamp(-delta, max=0.0)).nan_to_num_(0.0)
+            acc_sum += torch.where(active, acc, zero)
+            num_leapfrog += active
             ok = active & good
             diverging |= active > good
             p_prev, v_prev = cur[sp], cur[sv]
@@ -263,96 +266,72 @@ class NUTS(Kernel):
             sub = torch.where(take_leaf, row, sub)
 
             # ------------------------------------------------------------ U-turn checks
-            new = torch.stack([v_new, v_prev, tsum, tsum - p_prev])  # the slot of leaf N
-            ckpt_rows.scatter_(0, count.view(1, 1, nc).expand(1, 4 * dim, nc), new.view(1, -1, nc))
+            # leaf N starts the blocks of levels 1..tz(N): slot c
+            torch.stack([v_new, v_prev, tsum, tsum - p_prev], out=ckpt[c].view(4, dim, nc))
             tsum = tsum + p_new
-            low1 = (leaf + 1) & -(leaf + 1)  # 2**t: the blocks of levels 1..t end at N
-            trail = torch.frexp(low1.to(dt))[1] - 1  # t, the trailing ones of N
-            view = ckpt[:num_slots]
-            rho = tsum - view[:, 1]
-            turned = torch.minimum((view[:, 0] * rho).sum(-2), (rho * v_new).sum(-2)) <= 0
-            inner = (turned & inner_tab[:num_slots, :, count, trail]).flatten(0, 1).any(0)
-            top_turn |= (turned[:2] & top_tab[: min(2, num_slots), :, count, trail]).flatten(
-                0, 1
-            ).any(0)
-            # At an even N the only inner check is "first half + N" of the level tz(N)+1
-            # block; Stan evaluates it when the block is complete, so it is kept as a pending
-            # bit of that level until then (the trajectory, the divergences met and the
-            # acceptance statistic are then exactly Stan's).
-            even = trail == 0
-            pending |= torch.where(inner & even, 2 * (leaf & -leaf), 0)
-            done_levels = 2 * low1 - 2  # bits 1..t
-            inner_turn = (inner & ~even) | ((pending & done_levels) != 0)
-            pending &= ~done_levels
+            if t == 0:
+                # even N: the first half of the level tz(N)+1 block extended by N (slot c-1)
+                vel, before = ckpt[c - 1, 0, 0], ckpt[c - 1, 1, 0]
+                rho = tsum - before
+                turned = torch.minimum((vel * rho).sum(0), (v_new * rho).sum(0)) <= 0
+                if c == 1:  # N = 2**j: the old tree extended by the new subtree's first state
+                    top_turn = turned
+                else:
+                    pending[(leaf & -leaf).bit_length()] = turned
+                inner_turn = None
+            else:
+                # odd N: the blocks of levels 1..t end at N, in slots c-t..c-1. Form 0: the
+                # whole block (first state .. N); form 1: its second half extended by the state
+                # before it (levels >= 2 only, so not in the lowest slot)
+                view = ckpt[c - t : c]
+                rho = tsum - view[:, 1]
+                turned = torch.minimum((view[:, 0] * rho).sum(-2), (rho * v_new).sum(-2)) <= 0
+                if c == t:  # N = 2**(j+1) - 1: the top level, the whole tree, ends here
+                    top_turn = top_turn | turned[0, 0]
+                    inner_turn = turned[1:, 0].any(0)
+                    if t >= 2:
+                        top_turn = top_turn | turned[1, 1]
+                        inner_turn = inner_turn | turned[2:, 1].any(0)
+                else:
+                    inner_turn = turned[:, 0].any(0) | turned[1:, 1].any(0)
+                if min(t, j) >= 2:
+                    inner_turn = inner_turn | pending[2 : min(t, j) + 1].any(0)
 
             # ------------------------------------------------------------ subtree done
-            complete = (ok & (leaf + 1 == span)) > inner_turn
-            # biased progressive sampling: the new subtree's candidate replaces the tree's
-            # w.p. min(1, W_sub / W_old)
-            take_sub = complete & (u[1] < torch.exp(lw_sub - lw_tree))
-            smp = torch.where(take_sub, sub, smp)
-            moved |= take_sub
-            lw_tree = torch.where(complete, torch.logaddexp(lw_tree, lw_sub), lw_tree)
-            stop = complete & (top_turn | (span == max_span))
-            cont = complete > stop
-            active = ok > (inner_turn | stop)
-            # next doubling in a fresh random direction; reversing swaps the ends
-            flip = cont & (u[2] < 0.5)
-            cur, far = torch.where(flip, far, cur), torch.where(flip, cur, far)
-            step = torch.where(flip, -step, step)
-            depth += complete
-            span = 2 << depth
-            lw_sub = torch.where(complete, -torch.inf, lw_sub)
-            top_turn = top_turn > complete
-            # the old tree is the first half of the next top level
-            ckpt[0, 0, 0] = torch.where(cont, far[sv], ckpt[0, 0, 0])
-            count = torch.where(active, count + 1 - trail, count)
-            leaf = leaf + active
+            if inner_turn is not None:
+                ok = ok > inner_turn
+            if leaf & (leaf + 1):  # the doubling goes on
+                active = ok
+            else:
+                # biased progressive sampling: the new subtree's candidate replaces the tree's
+                # w.p. min(1, W_sub / W_old)
+                take_sub = ok & (u[1] < torch.exp(lw_sub - lw_tree))
+                smp = torch.where(take_sub, sub, smp)
+                moved |= take_sub
+                lw_tree = torch.where(ok, torch.logaddexp(lw_tree, lw_sub), lw_tree)
+                depth += ok
+                if j + 1 == max_depth:
+                    break
+                active = ok > top_turn
+                # next doubling in a fresh random direction; reversing swaps the ends
+                flip = active & (u[2] < 0.5)
+                cur, far = torch.where(flip, far, cur), torch.where(flip, cur, far)
+                step = torch.where(flip, -step, step)
+                lw_sub = torch.full_like(lw_sub, -torch.inf)
+                ckpt[0, 0, 0] = far[sv]  # slot 0: the old tree, first half of the top level
 
-            max_leaf = int(torch.where(active, leaf, 0).max())  # the one sync per iteration
-            if max_leaf == 0:
+            if not bool(active.any()):  # the one host sync per iteration
                 break
-            num_slots = max_leaf.bit_length()  # slots 0..j are read, j + 1 = bit length of N
 
-        num_leapfrog = leaf
         new_state = State(
             smp[sx].T.reshape(x0.shape), smp[se].reshape(bs), smp[sg].T.reshape(x0.shape)
         )
         extra = {
             "tree_depth": depth.reshape(bs),
             "num_leapfrog": num_leapfrog.reshape(bs),
-            "num_evals": torch.full(bs, iters, dtype=torch.long, device=dev),
-            "idle_fraction": 1.0 - num_leapfrog.sum().to(dt) / (nc * iters),
+            "num_evals": torch.full(bs, leaf, dtype=torch.long, device=dev),
+            "idle_fraction": 1.0 - num_leapfrog.sum().to(dt) / (nc * leaf),
             "energy_error": smp[sd].reshape(bs),
         }
         accept_prob = (acc_sum / num_leapfrog).reshape(bs)
         return new_state, Info(accept_prob, moved.reshape(bs), diverging.reshape(bs), extra)
-
-
-_TABLES: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
-
-
-def _check_tables(max_depth: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Which checkpoint slots leaf ``N`` compares itself with, by ``popcount(N)`` and the
-    number of trailing ones of ``N``: ``(inner, top)``, each ``(slot, form, popcount, trailing)``.
-
-    Form 0 joins slot ``i``'s block start with ``N``: the blocks of levels ``1..t`` ending at
-    ``N`` (slots ``c - t .. c - 1``) and the first half of the level-``tz(N)+1`` block extended
-    by ``N`` (slot ``c - 1``). Form 1 joins the state before a second half with ``N``: levels
-    ``2..t`` (slots ``c - t + 1 .. c - 1``). Slot 0 (form 0) and slot 1 (form 1) are the top
-    level, the whole tree, whose checks stop the doubling without rejecting the subtree.
-    """
-    key = (max_depth, str(device))
-    if key not in _TABLES:
-        n = max_depth + 2
-        slot = torch.arange(max_depth + 1)[:, None, None]
-        c = torch.arange(n)[None, :, None]
-        t = torch.arange(n)[None, None, :]
-        form0 = (slot >= c - t.clamp(min=1)) & (slot <= c - 1)
-        form1 = (slot >= c - t + 1) & (slot <= c - 1)
-        both = torch.stack([form0, form1], dim=1)  # (slot, form, c, t)
-        top = torch.zeros_like(both)
-        top[0, 0] = both[0, 0]
-        top[1, 1] = both[1, 1]
-        _TABLES[key] = ((both & ~top).to(device), top[:2].to(device))
-    return _TABLES[key]
