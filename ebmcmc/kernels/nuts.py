@@ -1,47 +1,56 @@
 """The No-U-Turn sampler (NUTS), every chain building its own tree in one batched loop.
 
 One transition of every chain, as in Stan: draw a momentum, then double a leapfrog trajectory
-in a random direction per chain until it makes a U-turn, an integration step diverges, or the
-tree reaches ``max_tree_depth``; the next state is drawn from the trajectory by multinomial
-sampling (weights ``exp(-H)``), progressively within each new subtree and with the biased
-(forward-favouring) rule when a subtree joins the tree.
+in a random direction (per chain, per doubling) until it makes a U-turn, an integration step
+diverges, or the tree reaches ``max_tree_depth``; the next state is drawn from the trajectory
+with weights ``exp(-H)``: progressively within each new subtree (each new state replaces the
+subtree's candidate with probability ``w / W_subtree``) and with the biased rule when a subtree
+joins the tree (its candidate replaces the tree's with probability ``min(1, W_new / W_old)``).
 
 How the batch is run
 --------------------
-The recursive tree building is unrolled into a flat loop in which every chain that is still
-building does exactly one leapfrog step per iteration, with one energy+gradient evaluation for
-the whole batch. Each chain keeps its own position in the tree: the leaf counter ``N`` (``N``
-runs from ``2**j`` to ``2**(j+1) - 1`` while the ``j``-th doubling builds its ``2**j`` new
-states), its direction, its subtree weight and its candidate. Chains that have finished (U-turn,
-divergence or maximum depth) are frozen by masks; the loop runs while any chain builds, so a
-step costs the longest trajectory of the batch and finished chains idle (``idle_fraction``).
+The recursive tree building is unrolled into one loop in which every chain that is still
+building takes exactly one leapfrog step per iteration, with one energy+gradient evaluation for
+the whole batch. All chains start together and a chain only ever stops, so every chain still
+building has built the same number of states: its position in the tree (the leaf index ``N``,
+which runs from ``2**j`` to ``2**(j+1) - 1`` while doubling ``j`` builds its ``2**j`` states)
+is one Python integer for the batch. Which U-turn checks a leaf needs, where its checkpoint
+goes and whether it completes a doubling are therefore decided on the host; what differs per
+chain (direction, weights, candidates, whether it still builds) lives in tensors and is updated
+by masked selects. Chains that have finished (U-turn, divergence, maximum depth) are frozen; the
+loop runs while any chain builds, so a step costs the longest trajectory of the batch and the
+finished chains idle meanwhile (reported as ``idle_fraction``). The one host synchronisation
+per iteration is the test whether any chain still builds.
 
 U-turn checks without the recursion stack
 -----------------------------------------
-Every check of the recursive algorithm compares a contiguous run of states ``[s, e]`` of the
-current doubling (or the old tree joined with the new subtree) through
-``M^{-1} p_s . rho >= 0`` and ``M^{-1} p_e . rho >= 0`` with ``rho`` the sum of the momenta
-over the run. With ``T_N`` the running momentum sum over the states built so far (in build
-order, the old tree counting as one block before the new subtree) ``rho = T_e - T_{s-1}``.
-Runs are aligned blocks of ``2**k`` leaves, so the checks a leaf ``N`` triggers follow from
-the bits of ``N``:
+Each check of the recursive algorithm (Stan's criterion) joins a run of states ``[s, e]``,
+built in order, and asks ``v_s . rho > 0`` and ``v_e . rho > 0`` with ``v = M^{-1} p`` and
+``rho`` the momentum sum over the run. With ``T_N`` the momentum sum of all states built so
+far, in build order (the old tree counting as one block before the new subtree),
+``rho = T_e - T_{s-1}``. The runs are aligned blocks of ``2**k`` leaves (level ``k``):
 
-* a block of level ``k`` ends at ``N`` when ``2**k`` divides ``N + 1``: check the whole block,
-  and the block's second half extended by the last state of its first half (Stan's extra check
-  across the halves);
-* ``N`` is the first state of the second half of a level-``k`` block when ``N mod 2**k`` is
-  ``2**(k-1)``: check the first half extended by ``N`` (Stan's other extra check; doing it as
-  soon as the state exists is equivalent, since a failure anywhere in a subtree rejects it).
+* when a level-``k`` block ends at ``N`` (``2**k`` divides ``N + 1``): the whole block, and its
+  second half extended by the last state of its first half;
+* when ``N`` is the first state of a block's second half (``N mod 2**k == 2**(k-1)``): the
+  first half extended by ``N``. Stan evaluates this one when the block is complete, so a failure
+  is kept as a pending flag of its level until then; the trajectory, the divergences met and
+  the acceptance statistic are then exactly Stan's.
 
-Each level keeps, from the start of its latest block, the velocity ``M^{-1} p`` of the first
-state with the momentum sum before it, and the velocity of the state just before with the
-sum before that: ``O(max_tree_depth)`` memory per chain, preallocated. A failed check inside
-the new subtree rejects the subtree and ends the transition; the checks on the whole tree (the
-top level ``j + 1``) only stop further doublings, after the subtree's candidate was offered.
+The level-``k`` block containing ``N`` starts at ``N`` with its ``k`` lowest bits cleared, and
+block starts with different popcounts never coexist, so the checkpoints form a stack of
+``max_tree_depth + 1`` slots indexed by the popcount of the block start (as in NumPyro's
+iterative NUTS): leaf ``N`` writes slot ``popcount(N)`` (its velocity and ``T_{N-1}``, and
+those of the state before it), and the blocks ending at ``N`` are the contiguous slots
+``popcount(N) - t .. popcount(N) - 1`` (``t`` the trailing ones of ``N``). Slot 0 is the old
+tree (its far end). A failed check inside the new subtree rejects the subtree and ends the
+transition; the checks on the whole tree only stop further doublings, after the subtree's
+candidate was offered. Memory is ``O(max_tree_depth)`` vectors per chain, preallocated.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -86,7 +95,7 @@ class NUTS(Kernel):
     drives to 0.8), ``accepted`` whether the chain moved, ``diverging`` whether a divergence
     ended the tree. ``Info.extra``:
 
-    * ``tree_depth``: doublings attempted (int64, batch shape);
+    * ``tree_depth``: doublings completed, Stan's ``treedepth__`` (int64, batch shape);
     * ``num_leapfrog``: leapfrog steps (= gradient evaluations) of the chain's own tree;
     * ``num_evals``: batched energy+gradient evaluations of this step, i.e. what every chain
       was evaluated, idle or not (int64, batch shape, equal everywhere) -- the honest cost
@@ -120,11 +129,15 @@ class NUTS(Kernel):
     def __post_init__(self):
         check_positive("step_size", self.step_size)
         d = self.max_tree_depth
-        if isinstance(d, Tensor) and d.numel() == 1 and not d.is_floating_point():
-            d = int(d)
-            object.__setattr__(self, "max_tree_depth", d)
-        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 30:
+        if (
+            isinstance(d, Tensor)
+            and d.numel() == 1
+            and not (d.is_floating_point() or d.is_complex())
+        ):
+            d = d.item()
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 1 <= d <= 30:
             raise ValueError(f"max_tree_depth must be an integer in [1, 30], got {d!r}")
+        object.__setattr__(self, "max_tree_depth", int(d))
         if self.inverse_mass_matrix is not None:
             check_positive("inverse_mass_matrix", self.inverse_mass_matrix)
         check_positive("divergence_threshold", self.divergence_threshold)
@@ -241,14 +254,15 @@ class NUTS(Kernel):
             x_new = torch.addcmul(cur[sx], step, velocity(p_half))
             e_new, g_new = energy_and_grad(energy, x_new.T.contiguous().view(x0.shape))
             g_new = g_new.reshape(nc, dim).T
-            e_new = e_new.reshape(1, nc)
+            e_new = e_new.reshape(1, nc).to(dt)
             p_new = torch.addcmul(p_half, step, g_new, value=-0.5)
             v_new = velocity(p_new)
             row = torch.cat([x_new, p_new, g_new, v_new, e_new, e_new])
             delta = row[sd]
             torch.add(e_new[0] - h0, (p_new * v_new).sum(0), alpha=0.5, out=delta)
-            # valid: everything finite and the energy error within the threshold
-            good = torch.isfinite(row).all(0) & (delta <= threshold)
+            # valid: everything finite (a non-finite entry makes the column sum non-finite) and
+            # the energy error within the threshold
+            good = torch.isfinite(row.sum(0)) & (delta <= threshold)
             # Stan's acceptance statistic counts every state built, divergent ones included
             acc = torch.exp(torch.clamp(-delta, max=0.0)).nan_to_num_(0.0)
             acc_sum += torch.where(active, acc, zero)
@@ -260,8 +274,8 @@ class NUTS(Kernel):
 
             # ------------------------------------------------------------ subtree candidate
             # progressive uniform sampling: leaf N replaces the candidate w.p. w_N / W_sub
-            u = torch.rand(3, nc, generator=generator, dtype=dt, device=dev)
-            take_leaf = ok & (u[0] < torch.sigmoid(-delta - lw_sub))
+            u = torch.rand(nc, generator=generator, dtype=dt, device=dev)
+            take_leaf = ok & (u < torch.sigmoid(-delta - lw_sub))
             lw_sub = torch.logaddexp(lw_sub, -delta)
             sub = torch.where(take_leaf, row, sub)
 
@@ -305,7 +319,8 @@ class NUTS(Kernel):
             else:
                 # biased progressive sampling: the new subtree's candidate replaces the tree's
                 # w.p. min(1, W_sub / W_old)
-                take_sub = ok & (u[1] < torch.exp(lw_sub - lw_tree))
+                u = torch.rand(2, nc, generator=generator, dtype=dt, device=dev)
+                take_sub = ok & (u[0] < torch.exp(lw_sub - lw_tree))
                 smp = torch.where(take_sub, sub, smp)
                 moved |= take_sub
                 lw_tree = torch.where(ok, torch.logaddexp(lw_tree, lw_sub), lw_tree)
@@ -314,7 +329,7 @@ class NUTS(Kernel):
                     break
                 active = ok > top_turn
                 # next doubling in a fresh random direction; reversing swaps the ends
-                flip = active & (u[2] < 0.5)
+                flip = active & (u[1] < 0.5)
                 cur, far = torch.where(flip, far, cur), torch.where(flip, cur, far)
                 step = torch.where(flip, -step, step)
                 lw_sub = torch.full_like(lw_sub, -torch.inf)
