@@ -851,3 +851,25 @@ def test_logistic_regression_agrees_with_pyro_nuts():
     )
     assert (z_sd.abs() < Z).all(), f"posterior sds differ: z = {z_sd.round(2).tolist()}"
     assert not tr.stats["diverging"].any()
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+def test_gpu_device_follows_inputs_and_target_stays_invariant():
+    t = corr_gaussian(0.9)
+    x0 = t.sample(8192, generator=torch.Generator().manual_seed(31)).cuda()
+    g = torch.Generator(device="cuda").manual_seed(32)
+    kernel = NUTS(
+        step_size=torch.full((8192,), 0.4, dtype=torch.float64, device="cuda"),
+        inverse_mass_matrix=torch.tensor([1.0, 1.0], dtype=torch.float64, device="cuda"),
+    )
+    state = kernel.init(t, x0)
+    for _ in range(4):
+        state, info = kernel.step(t, state, g)
+    for v in (state.position, state.energy, state.grad, info.accept_prob):
+        assert v.device.type == "cuda"
+    assert info.extra["num_leapfrog"].device.type == "cuda"
+    _assert_moments(state.position.cpu(), t, "cuda")
+    assert float(((state.position - x0) ** 2).sum(-1).mean()) > 2.0
