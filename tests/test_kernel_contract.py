@@ -22,6 +22,8 @@ from ebmcmc.adaptation import WindowAdaptation, leaves, replace_at
 from ebmcmc.kernels import (
     HMC,
     MALA,
+    NUTS,
+    ChEES,
     ChainMask,
     Cycle,
     IndependenceMetropolis,
@@ -57,6 +59,12 @@ KERNELS = {
     "hmc": (lambda dt: HMC(0.3, 5), True),
     "hmc_jitter": (lambda dt: HMC(0.3, 5, jitter=0.5), True),
     "hmc_per_chain_lengths": (lambda dt: HMC(0.3, _per_chain_steps(dt)), True),
+    "chees": (lambda dt: ChEES(0.3, trajectory_length=1.5), True),
+    "nuts": (lambda dt: NUTS(0.4), True),
+    "nuts_preconditioned": (
+        lambda dt: NUTS(0.4, inverse_mass_matrix=torch.tensor([1.0, 2.0], dtype=dt)),
+        True,
+    ),
     "random_walk": (lambda dt: RandomWalk(0.8), True),
     "independence": (lambda dt: IndependenceMetropolis(MEAN.to(dt), 2.0), True),
     "cycle": (lambda dt: Cycle(HMC(0.3, 3), RandomWalk(0.8)), True),

@@ -35,8 +35,7 @@ import ebmcmc
 from ebmcmc.adaptation import WindowAdaptation
 from ebmcmc.diagnostics import summary
 from ebmcmc.energy import energy_and_grad
-from ebmcmc.kernels import Info, State
-from ebmcmc.kernels.nuts import NUTS
+from ebmcmc.kernels import NUTS, Info, State
 from ebmcmc.targets import Banana, Gaussian, GaussianMixture
 
 Z = 4.0
@@ -208,7 +207,7 @@ def _compare_with_reference(kernel: NUTS, energy, x, seed, steps=2, inv_m=None):
         u0 = torch.rand(1, nc, generator=replay, dtype=x.dtype)[0]
         # per iteration N: one uniform per chain (the leaf's candidate), and two more (the
         # subtree's candidate, the direction) when N completes a doubling
-        draws = torch.full((int(info.extra["num_evals"][0]), 3, nc), math.nan, dtype=x.dtype)
+        draws = torch.full((int(info.num_evals[0]), 3, nc), math.nan, dtype=x.dtype)
         for n in range(1, draws.shape[0] + 1):
             draws[n - 1, 0] = torch.rand(nc, generator=replay, dtype=x.dtype)
             if not n & (n + 1):
@@ -228,18 +227,16 @@ def _compare_with_reference(kernel: NUTS, energy, x, seed, steps=2, inv_m=None):
                 kernel.divergence_threshold,
             )
             msg = f"chain {c}: reference {ref['depth'], ref['n'], ref['div']}"
-            assert int(info.extra["tree_depth"][c]) == ref["depth"], msg
-            assert int(info.extra["num_leapfrog"][c]) == ref["n"], msg
+            assert int(info.tree_depth[c]) == ref["depth"], msg
+            assert int(info.num_leapfrog[c]) == ref["n"], msg
             assert bool(info.diverging[c]) == ref["div"], msg
             assert bool(info.accepted[c]) == ref["moved"], msg
             torch.testing.assert_close(new.position[c], ref["x"], rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(new.grad[c], ref["grad"], rtol=1e-9, atol=1e-9)
             assert math.isclose(float(new.energy[c]), ref["energy"], rel_tol=1e-9, abs_tol=1e-9)
             assert math.isclose(float(info.accept_prob[c]), ref["accept"], rel_tol=1e-9)
-            assert math.isclose(
-                float(info.extra["energy_error"][c]), ref["energy_error"], abs_tol=1e-9
-            )
-        depths.append(info.extra["tree_depth"])
+            assert math.isclose(float(info.energy_error[c]), ref["energy_error"], abs_tol=1e-9)
+        depths.append(info.tree_depth)
         divs.append(info.diverging)
         state = new
     return torch.stack(depths), torch.stack(divs)
@@ -353,7 +350,7 @@ def test_leaves_ill_conditioned_gaussian_invariant_with_diagonal_mass():
     assert zm.max() < Z and zv.max() < Z, (zm.max(), zv.max())
     # the trajectories are long (about a half period of the widest direction) and the draws
     # far from the start: the squared jump is comparable to twice the total variance
-    assert float(infos[-1].extra["tree_depth"].double().mean()) > 3
+    assert float(infos[-1].tree_depth.double().mean()) > 3
     jump = float(((state.position - x0) ** 2).sum(-1).mean())
     assert jump > 0.5 * var.sum(), (jump, var.sum())
 
@@ -379,18 +376,17 @@ def test_step_shapes_info_and_consistency(gen):
     # chains that did not move report it, the others did move
     same = (new.position == x).all(-1)
     assert torch.equal(info.accepted, ~same)
-    ex = info.extra
-    depth, n_leap, n_eval = ex["tree_depth"], ex["num_leapfrog"], ex["num_evals"]
+    depth, n_leap, n_eval = info.tree_depth, info.num_leapfrog, info.num_evals
     assert depth.dtype == torch.long and depth.shape == (64,)
     assert ((depth >= 0) & (depth <= kernel.max_tree_depth)).all()
     # a tree of depth j has 2**j - 1 leapfrog steps; a rejected doubling adds at most 2**j
     assert ((n_leap >= 2**depth - 1) & (n_leap <= 2 ** (depth + 1) - 1)).all()
     assert (n_eval == n_eval.max()).all() and int(n_eval[0]) == int(n_leap.max())
     idle = 1 - n_leap.sum() / (64 * n_eval[0])
-    torch.testing.assert_close(ex["idle_fraction"], idle.double())
-    assert 0 <= float(ex["idle_fraction"]) < 1
-    assert ex["energy_error"].shape == (64,) and torch.isfinite(ex["energy_error"]).all()
-    assert (ex["energy_error"][~info.accepted] == 0).all()
+    torch.testing.assert_close(info.idle_fraction, idle.double())
+    assert 0 <= float(info.idle_fraction) < 1
+    assert info.energy_error.shape == (64,) and torch.isfinite(info.energy_error).all()
+    assert (info.energy_error[~info.accepted] == 0).all()
     assert kernel.evals_per_step == 2**10 - 1
 
 
@@ -400,7 +396,7 @@ def test_tree_depth_grows_as_step_shrinks_and_respects_max_depth(gen):
     mean_depth = {}
     for eps in (0.8, 0.2, 0.05):
         _, infos = run_steps(NUTS(step_size=eps), energy, x, seed=1, n=2)
-        d = infos[-1].extra["tree_depth"]
+        d = infos[-1].tree_depth
         mean_depth[eps] = float(d.double().mean())
         # per-chain depths differ within the batch
         assert len(torch.unique(d)) >= 2, (eps, d)
@@ -410,9 +406,9 @@ def test_tree_depth_grows_as_step_shrinks_and_respects_max_depth(gen):
     # the maximum depth is a hard cap: a small step would need depth ~6
     state, infos = run_steps(NUTS(step_size=0.05, max_tree_depth=3), energy, x, seed=1, n=3)
     for info in infos:
-        assert int(info.extra["tree_depth"].max()) == 3
-        assert int(info.extra["num_leapfrog"].max()) <= 7
-        assert int(info.extra["num_evals"][0]) <= 7
+        assert int(info.tree_depth.max()) == 3
+        assert int(info.num_leapfrog.max()) <= 7
+        assert int(info.num_evals[0]) <= 7
     assert torch.isfinite(state.position).all()
 
 
@@ -423,11 +419,10 @@ def test_idle_fraction_counts_lockstep_waste(gen):
     x = torch.randn(64, 2, generator=gen, dtype=torch.float64)
     eps = torch.logspace(-2, 0, 64, dtype=torch.float64)
     _, infos = run_steps(NUTS(step_size=eps), energy, x, seed=2, n=1)
-    ex = infos[0].extra
-    assert float(ex["idle_fraction"]) > 0.5
+    assert float(infos[0].idle_fraction) > 0.5
     # one chain alone never idles
     _, infos = run_steps(NUTS(step_size=0.3), energy, x[:1], seed=2, n=3)
-    assert all(float(i.extra["idle_fraction"]) == 0 for i in infos)
+    assert all(float(i.idle_fraction) == 0 for i in infos)
 
 
 # ----------------------------------------------------------------------------- divergences
@@ -501,14 +496,14 @@ def test_energy_error_beyond_threshold_is_a_divergence(gen):
     new, info = kernel.step(stiff, kernel.init(stiff, x), gen)
     assert info.diverging.all() and not info.accepted.any()
     assert torch.equal(new.position, x)
-    assert (info.extra["num_leapfrog"] == 1).all() and (info.extra["tree_depth"] == 0).all()
+    assert (info.num_leapfrog == 1).all() and (info.tree_depth == 0).all()
     assert (info.accept_prob == 0).all()
     # a tiny threshold turns ordinary (stable) energy errors into divergences: trees end at
     # the first state whose energy went up, after one step for about half of the chains
     k2 = NUTS(step_size=1e-4, divergence_threshold=1e-12)
     new2, info2 = k2.step(stiff, k2.init(stiff, x), gen)
     assert float(info2.diverging.double().mean()) > 0.8
-    first = info2.extra["num_leapfrog"] == 1
+    first = info2.num_leapfrog == 1
     assert 0.2 < float(first.double().mean()) < 0.8
     assert torch.equal(new2.position[first], x[first])
 
@@ -526,7 +521,7 @@ def test_same_seed_same_chains_different_seed_different(gen):
     assert torch.equal(a.position, b.position) and torch.equal(a.grad, b.grad)
     for i, j in zip(ia, ib, strict=True):
         assert torch.equal(i.accept_prob, j.accept_prob)
-        assert torch.equal(i.extra["num_leapfrog"], j.extra["num_leapfrog"])
+        assert torch.equal(i.num_leapfrog, j.num_leapfrog)
     assert not torch.equal(a.position, c.position)
 
 
@@ -537,13 +532,13 @@ def test_per_chain_step_size(gen):
     a, ia = run_steps(NUTS(0.3), energy, x, 3, 2)
     b, ib = run_steps(NUTS(torch.full((4, 8), 0.3, dtype=torch.float64)), energy, x, 3, 2)
     assert torch.equal(a.position, b.position)
-    assert torch.equal(ia[-1].extra["tree_depth"], ib[-1].extra["tree_depth"])
+    assert torch.equal(ia[-1].tree_depth, ib[-1].tree_depth)
     # broadcasting (4, 1): one step size per row; tiny steps barely move, large ones do
     steps = torch.tensor([[1e-9], [0.5], [1e-9], [0.5]], dtype=torch.float64)
     state, infos = run_steps(NUTS(steps, max_tree_depth=6), energy, x, 4, 3)
     moved = (state.position - x).norm(dim=-1)
     assert (moved[0::2] < 1e-5).all() and (moved[1::2] > 0.05).all()
-    assert (infos[-1].extra["tree_depth"][0::2] == 6).all()  # tiny steps hit the cap
+    assert (infos[-1].tree_depth[0::2] == 6).all()  # tiny steps hit the cap
     # a step size that does not broadcast is an error naming it
     with pytest.raises(ValueError, match=r"step_size of shape \(3,\) does not broadcast"):
         NUTS(torch.full((3,), 0.1)).step(energy, NUTS(0.1).init(energy, x), gen)
@@ -561,7 +556,7 @@ def test_dtypes_and_batch_and_event_shapes(dtype, gen):
         assert state.grad.shape == x.shape and state.grad.dtype == dtype
         torch.testing.assert_close(state.grad, state.position)
         for key in ("tree_depth", "num_leapfrog", "num_evals", "energy_error"):
-            assert infos[-1].extra[key].shape == (4, 3)
+            assert getattr(infos[-1], key).shape == (4, 3)
         assert infos[-1].accept_prob.dtype == dtype
         assert infos[-1].accepted.any()
     # an identity mass matrix given explicitly equals the default
@@ -868,6 +863,6 @@ def test_gpu_device_follows_inputs_and_target_stays_invariant():
         state, info = kernel.step(t, state, g)
     for v in (state.position, state.energy, state.grad, info.accept_prob):
         assert v.device.type == "cuda"
-    assert info.extra["num_leapfrog"].device.type == "cuda"
+    assert info.num_leapfrog.device.type == "cuda"
     _assert_moments(state.position.cpu(), t, "cuda")
     assert float(((state.position - x0) ** 2).sum(-1).mean()) > 2.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -227,13 +228,13 @@ class Adapter:
                 a = ad.pooled_acceptance(leaf.info, i, self.config.stuck_after)
                 changes["step_size"] = ad.da.update(float(a) if ad.da.scalar else a)
             if ad.traj is not None and getattr(leaf.info, "proposal", None) is not None:
-                info = leaf.info
+                info, lk = leaf.info, cast(Any, leaf.kernel)
                 grad = chees_gradient(info.initial_position, info.proposal, info.momentum,
                                       info.accept_prob, info.diverging, info.jitter,
-                                      inverse_mass(leaf.kernel.inverse_mass_matrix,
+                                      inverse_mass(lk.inverse_mass_matrix,
                                                    info.initial_position))  # fmt: skip
                 ad.traj = trajectory_update(ad.traj, grad, self.config.trajectory_rate)
-                step_now = changes.get("step_size", leaf.kernel.step_size)
+                step_now = changes.get("step_size", lk.step_size)
                 changes["trajectory_length"] = self._clip_length(
                     math.exp(ad.traj.log_length), step_now, leaf.kernel
                 )

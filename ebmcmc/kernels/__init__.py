@@ -1,8 +1,9 @@
 """MCMC kernels: hyperparameters only, ``init(energy, x)`` and ``step(energy, state, generator)``,
 typed states and infos, and composites that build kernels from kernels.
 
-* single-position kernels: :class:`Langevin`, :class:`MALA`, :class:`HMC`, :class:`ChEES`
-  (HMC tuned across many chains), :class:`RandomWalk`, :class:`IndependenceMetropolis`;
+* single-position kernels: :class:`Langevin`, :class:`MALA`, :class:`HMC`,
+  :class:`ChEES` (HMC tuned across many chains), :class:`NUTS`, :class:`RandomWalk`,
+  :class:`IndependenceMetropolis`;
 * composites: :class:`Cycle` (kernels in turn), :class:`Masked` (some coordinates:
   conditional sampling, Gibbs blocks), :class:`ChainMask` (some chains),
   :class:`ReplicaExchange` (tempering), :class:`LevelGibbs` (Gibbs over a discrete level);
@@ -35,6 +36,7 @@ from .hmc import HMC, HMCInfo
 from .independence import IndependenceMetropolis
 from .langevin import MALA, Langevin
 from .level_gibbs import LevelGibbs, LevelInfo, LevelState
+from .nuts import NUTS, NUTSInfo
 from .random_walk import RandomWalk
 from .replica_exchange import ReplicaExchange, ReplicaInfo, ReplicaState
 
@@ -47,6 +49,8 @@ __all__ = [
     "MALA",
     "HMC",
     "HMCInfo",
+    "NUTS",
+    "NUTSInfo",
     "ChEES",
     "ChEESState",
     "ChEESInfo",

@@ -58,9 +58,43 @@ import torch
 from torch import Tensor
 
 from ..energy import energy_and_grad
-from .base import Info, Kernel, State, check_positive, per_chain
+from .base import Info, Kernel, State
+from .proposal import check_positive, per_chain
 
-__all__ = ["NUTS"]
+__all__ = ["NUTS", "NUTSInfo"]
+
+
+@dataclass
+class NUTSInfo(Info):
+    """What one NUTS transition did, per chain (shape ``batch``).
+
+    Attributes:
+        accept_prob: the mean over the trajectory's leapfrog states of ``min(1, exp(H0 - H))``
+            (Stan's statistic, which warm-up drives to the target acceptance).
+        accepted: whether the chain moved.
+        diverging: whether a divergence ended the tree.
+        step_size: the step size used.
+        tree_depth: doublings completed (Stan's ``treedepth__``).
+        num_leapfrog: leapfrog steps (gradient evaluations) of the chain's own tree.
+        num_evals: batched energy+gradient evaluations of this step: what every chain was
+            evaluated, idle or not (equal for all chains) -- the honest cost.
+        idle_fraction: ``1 - sum(num_leapfrog) / (num_chains * num_evals)`` (a 0-d tensor): the
+            share of the batch's leapfrog work spent on chains that had already finished.
+        energy_error: ``H - H0`` at the returned state (0 when the chain stayed).
+
+    Example:
+        >>> import torch
+        >>> o = torch.ones(2, dtype=torch.bool)
+        >>> i = NUTSInfo(torch.ones(2), o, ~o, 0.1, tree_depth=torch.tensor([2, 3]))
+        >>> i.tree_depth.tolist()
+        [2, 3]
+    """
+
+    tree_depth: Tensor | None = None
+    num_leapfrog: Tensor | None = None
+    num_evals: Tensor | None = None
+    idle_fraction: Tensor | None = None
+    energy_error: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -93,29 +127,22 @@ class NUTS(Kernel):
     ``Info`` per chain (shape ``batch``): ``accept_prob`` is the mean over the trajectory's
     leapfrog states of ``min(1, exp(H0 - H))`` (Stan's statistic, which warm-up adaptation
     drives to 0.8), ``accepted`` whether the chain moved, ``diverging`` whether a divergence
-    ended the tree. ``Info.extra``:
+    ended the tree: :class:`NUTSInfo` (also tree depth, leapfrog steps, evaluations, idle
+    fraction, energy error).
 
-    * ``tree_depth``: doublings completed, Stan's ``treedepth__`` (int64, batch shape);
-    * ``num_leapfrog``: leapfrog steps (= gradient evaluations) of the chain's own tree;
-    * ``num_evals``: batched energy+gradient evaluations of this step, i.e. what every chain
-      was evaluated, idle or not (int64, batch shape, equal everywhere) -- the honest cost
-      to divide ESS by;
-    * ``idle_fraction``: ``1 - sum(num_leapfrog) / (num_chains * num_evals)`` (0-d tensor);
-    * ``energy_error``: ``H - H0`` at the returned state (0 when the chain stayed).
-
-    The class attribute ``evals_per_step`` is the bound ``2**max_tree_depth - 1``; the actual
-    count varies from step to step and is ``info.extra["num_evals"]``.
+    The attribute ``evals_per_step`` is the bound ``2**max_tree_depth - 1``; the actual count
+    varies from step to step and is ``info.num_evals``.
 
     Example:
         >>> import torch
-        >>> from ebmcmc.kernels.nuts import NUTS
+        >>> from ebmcmc.kernels import NUTS
         >>> energy = lambda x: 0.5 * (x**2).sum(-1)
         >>> k = NUTS(step_size=0.5)
         >>> s = k.init(energy, torch.zeros(16, 2))
         >>> s, info = k.step(energy, s, torch.Generator().manual_seed(0))
-        >>> s.position.shape, info.extra["tree_depth"].shape
+        >>> s.position.shape, info.tree_depth.shape
         (torch.Size([16, 2]), torch.Size([16]))
-        >>> bool((info.extra["num_leapfrog"] <= info.extra["num_evals"]).all())
+        >>> bool((info.num_leapfrog <= info.num_evals).all())
         True
     """
 
@@ -124,7 +151,6 @@ class NUTS(Kernel):
     inverse_mass_matrix: Tensor | None = None
     divergence_threshold: float = 1000.0
     default_target_accept: ClassVar[float] = 0.8
-    adaptable: ClassVar[tuple[str, ...]] = ("step_size", "inverse_mass_matrix")
 
     def __post_init__(self):
         check_positive("step_size", self.step_size)
@@ -138,14 +164,13 @@ class NUTS(Kernel):
         if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 1 <= d <= 30:
             raise ValueError(f"max_tree_depth must be an integer in [1, 30], got {d!r}")
         object.__setattr__(self, "max_tree_depth", int(d))
-        if self.inverse_mass_matrix is not None:
-            check_positive("inverse_mass_matrix", self.inverse_mass_matrix)
+        self._check_tensor_field("inverse_mass_matrix")
         check_positive("divergence_threshold", self.divergence_threshold)
 
     @property
     def evals_per_step(self) -> int:  # type: ignore[override]
         """The most energy+gradient evaluations one transition can cost,
-        ``2**max_tree_depth - 1``; the actual number is ``info.extra["num_evals"]``."""
+        ``2**max_tree_depth - 1``; the actual number is ``info.num_evals``."""
         return 2**self.max_tree_depth - 1
 
     def _inv_mass(self, x: Tensor, event_ndim: int) -> Tensor | None:
@@ -172,7 +197,7 @@ class NUTS(Kernel):
         return torch.broadcast_to(m, x.shape).reshape(-1, dim)
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
-        self._validate_state(state)
+        state = self._check_state(state)
         with torch.no_grad():
             return self._step(energy, state, generator)
 
@@ -206,9 +231,9 @@ class NUTS(Kernel):
         # One column per chain for every leapfrog state kept: rows [x | p | g | v | E | H - H0].
         sx, sp, sg, sv = (slice(i * dim, (i + 1) * dim) for i in range(4))
         se, sd = 4 * dim, 4 * dim + 1
-        start = torch.cat(
-            [x0.reshape(nc, dim).T, p0, state.grad.reshape(nc, dim).T, v0, e0, torch.zeros_like(e0)]
-        )
+        assert state.grad is not None
+        g0 = state.grad.reshape(nc, dim).T
+        start = torch.cat([x0.reshape(nc, dim).T, p0, g0, v0, e0, torch.zeros_like(e0)])
         cur = start  # the growing end of the trajectory (integration continues from it)
         far = start  # the other end
         sub = start  # candidate of the subtree being built
@@ -341,12 +366,16 @@ class NUTS(Kernel):
         new_state = State(
             smp[sx].T.reshape(x0.shape), smp[se].reshape(bs), smp[sg].T.reshape(x0.shape)
         )
-        extra = {
-            "tree_depth": depth.reshape(bs),
-            "num_leapfrog": num_leapfrog.reshape(bs),
-            "num_evals": torch.full(bs, leaf, dtype=torch.long, device=dev),
-            "idle_fraction": 1.0 - num_leapfrog.sum().to(dt) / (nc * leaf),
-            "energy_error": smp[sd].reshape(bs),
-        }
         accept_prob = (acc_sum / num_leapfrog).reshape(bs)
-        return new_state, Info(accept_prob, moved.reshape(bs), diverging.reshape(bs), extra)
+        info = NUTSInfo(
+            accept_prob,
+            moved.reshape(bs),
+            diverging.reshape(bs),
+            self.step_size,
+            tree_depth=depth.reshape(bs),
+            num_leapfrog=num_leapfrog.reshape(bs),
+            num_evals=torch.full(bs, leaf, dtype=torch.long, device=dev),
+            idle_fraction=1.0 - num_leapfrog.sum().to(dt) / (nc * leaf),
+            energy_error=smp[sd].reshape(bs),
+        )
+        return new_state, info
