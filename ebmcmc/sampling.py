@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 
 from ._random import make_generator
 from .adaptation import WindowAdaptation
+from .convergence import check_run
 from .kernels.base import ChainState, Info, Kernel
-from .kernels.proposal import per_chain
+from .kernels.proposal import per_chain, take_chains
 from .trace import Trace
 
-__all__ = ["sample", "make_generator"]
+__all__ = ["sample", "make_generator", "ConvergenceWarning"]
 
 TraceFn = Callable[[ChainState, Info], "Tensor | dict[str, Tensor]"]
 
@@ -31,6 +32,38 @@ def _as_record(value, name: str = "trace_fn") -> dict[str, Tensor]:
     if isinstance(value, dict) and value and all(isinstance(v, Tensor) for v in value.values()):
         return value
     raise TypeError(f"{name} must return a Tensor or a non-empty dict of Tensors")
+
+
+class ConvergenceWarning(UserWarning):
+    """A sampling run that diverged, disagrees across chains (R-hat) or has stuck chains.
+
+    Example:
+        >>> issubclass(ConvergenceWarning, UserWarning)
+        True
+    """
+
+
+def _listed(ids: list[int], most: int = 10) -> str:
+    return ", ".join(str(i) for i in ids[:most]) + (" …" if len(ids) > most else "")
+
+
+def _restart_stuck(state, moved: Tensor, batch_shape, gen: torch.Generator):
+    """Move the chains that never accepted to the states of randomly chosen moving chains."""
+    stuck = (~moved).reshape(-1)
+    if not bool(stuck.any()) or bool(stuck.all()):
+        return state, moved
+    healthy = (~stuck).nonzero().reshape(-1)
+    pick = torch.randint(healthy.numel(), (int(stuck.sum()),), generator=gen, device=gen.device)
+    index = torch.arange(stuck.numel(), device=moved.device)
+    index[stuck] = healthy[pick.to(moved.device)]
+    ids = stuck.nonzero().reshape(-1).tolist()
+    warnings.warn(
+        f"{len(ids)} chains had not moved halfway through warm-up (chains {_listed(ids)}); "
+        "restarted from the states of randomly chosen moving chains",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+    return take_chains(state, index, batch_shape), torch.ones_like(moved)
 
 
 class _StepSizes:
@@ -88,6 +121,7 @@ def sample(
     trace_fn: TraceFn | None = None,
     progress: bool = True,
     adaptation: WindowAdaptation | None | str = "default",
+    check: bool = True,
 ) -> Trace:
     """Run many chains of ``kernel`` on ``energy`` and record a :class:`~ebmcmc.Trace`.
 
@@ -109,7 +143,14 @@ def sample(
             positions, recorded as ``"x"``. Record summaries for image-sized states.
         progress: show a tqdm progress bar.
         adaptation: warm-up adaptation: ``"default"`` (:class:`WindowAdaptation` with its
-            defaults), a configured :class:`WindowAdaptation`, or ``None`` (off).
+            defaults), a configured :class:`WindowAdaptation`, or ``None`` (off). With
+            ``restart_stuck`` (the default), chains that have not accepted a single proposal
+            halfway through warm-up are moved to randomly chosen moving chains' states, and a
+            warning names them.
+        check: after sampling, check the run and warn (:class:`ConvergenceWarning`, one line
+            each) when draws diverged, when the rank-normalised R-hat of a recorded variable is
+            at least 1.01, or when chains never moved; the figures are kept in
+            ``trace.attrs`` (``max_rhat``, ``divergent``, ``stuck_chains``).
 
     Returns:
         A ``Trace`` with variables ``(chain, draw, *shape)`` and stats ``(chain, draw)``:
@@ -183,9 +224,14 @@ def sample(
     # ------------------------------------------------------------------ warm-up
     if num_warmup:
         adapter = adaptation.start(kernel, state, num_warmup) if adaptation else None
+        restart_at = num_warmup // 2 if adaptation and adaptation.restart_stuck else -1
+        moved = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
         try:
-            for _ in range(num_warmup):
+            for i in range(num_warmup):
                 state, info = kernel.step(energy, state, gen)
+                moved |= info.accepted
+                if i + 1 == restart_at:
+                    state, moved = _restart_stuck(state, moved, batch_shape, gen)
                 if adapter is not None:
                     kernel = adapter.update(kernel, state, info)
                 bar.update(1)
@@ -194,6 +240,15 @@ def sample(
             raise
         if adapter is not None:
             kernel = adapter.finalize(kernel)
+        if not bool(moved.all()):
+            stuck = (~moved).reshape(-1).nonzero().reshape(-1).tolist()
+            warnings.warn(
+                f"{len(stuck)} of {num_chains} chains never moved during warm-up (chains "
+                f"{_listed(stuck)}); they may start where the density is degenerate or the "
+                "step size is too large for them",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         bar.set_description("sampling")
 
     # ------------------------------------------------------------------ sampling
@@ -204,10 +259,12 @@ def sample(
     # tuned constant), per draw as soon as it varies (jitter, per-level step sizes)
     steps = _StepSizes(batch_shape, state.energy)
     acc_sum = div_any = None
+    accepted_any = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
     recorded = 0
     try:
         for i in range(num_samples * thin):
             state, info = kernel.step(energy, state, gen)
+            accepted_any |= info.accepted
             if thin > 1:
                 acc_sum = info.accept_prob if acc_sum is None else acc_sum + info.accept_prob
                 div_any = info.diverging if div_any is None else div_any | info.diverging
@@ -267,4 +324,10 @@ def sample(
         "num_samples": recorded,
         "recorded": ", ".join(sorted(records)),
     }
+    if check and recorded:
+        found = check_run(variables, stats["diverging"], accepted_any.reshape(num_chains))
+        attrs.update(max_rhat=found.max_rhat, divergent=found.divergent,
+                     stuck_chains=" ".join(str(i) for i in found.stuck))  # fmt: skip
+        for msg in found.messages:
+            warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     return Trace(variables, stats, state, kernel, gen.get_state(), tuple(batch_shape), attrs)

@@ -10,7 +10,7 @@ and is flagged diverging; a rejected chain keeps its state bit for bit.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -30,6 +30,7 @@ __all__ = [
     "rand_batch",
     "evaluate_like",
     "select",
+    "take_chains",
 ]
 
 S = TypeVar("S")
@@ -257,3 +258,32 @@ def select(mask: Tensor, new: S, old: S) -> S:
                 changes[f.name] = select(mask, a, b)
         return dataclasses.replace(new, **changes)
     return new
+
+
+def take_chains(state: S, index: Tensor, batch_shape: torch.Size) -> S:
+    """A state whose chain ``i`` is ``state``'s chain ``index[i]`` (``index`` indexes the
+    chains flattened; every tensor field that leads with ``batch_shape`` is gathered, nested
+    states included, other fields are kept).
+
+    Example:
+        >>> import torch
+        >>> from ebmcmc.kernels import State
+        >>> s = State(torch.arange(3.0)[:, None], torch.arange(3.0))
+        >>> take_chains(s, torch.tensor([2, 2, 0]), torch.Size([3])).energy
+        tensor([2., 2., 0.])
+    """
+    nb = len(batch_shape)
+    if isinstance(state, Tensor):
+        if tuple(state.shape[:nb]) != tuple(batch_shape):
+            return state
+        flat = state.reshape((-1,) + tuple(state.shape[nb:]))
+        return cast(S, flat[index].reshape(state.shape))
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        changes = {
+            f.name: take_chains(getattr(state, f.name), index, batch_shape)
+            for f in dataclasses.fields(state)
+            if isinstance(getattr(state, f.name), Tensor)
+            or dataclasses.is_dataclass(getattr(state, f.name))
+        }
+        return dataclasses.replace(state, **changes)
+    return state

@@ -179,6 +179,7 @@ def run_chains(
                     trace_fn=_mean_x,
                     progress=False,
                     adaptation=None,
+                    check=False,  # the study judges the whole run, not each chunk
                 )
                 if tr.num_draws < k:  # interrupted inside sample(): keep the last checkpoint
                     raise KeyboardInterrupt
