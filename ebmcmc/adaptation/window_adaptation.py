@@ -40,8 +40,8 @@ class WindowAdaptation:
 
     Args:
         step_size: adapt step sizes by dual averaging (kernels with a target acceptance).
-        mass_matrix: adapt diagonal inverse mass matrices (kernels that have one: MALA,
-            Langevin, HMC, …).
+        mass_matrix: adapt diagonal inverse mass matrices (kernels that have one and a target
+            acceptance: MALA, HMC, ChEES, NUTS; never unadjusted Langevin).
         target_accept: acceptance rate to aim for; ``None`` uses each kernel's default
             (MALA 0.574, HMC 0.8, random walk 0.234).
         per_chain: one step size (and mass matrix) per chain instead of following the step
@@ -123,6 +123,7 @@ class _LeafAdaptation:
     harmonic: bool = False
     traj: TrajectoryState | None = None
     last_accept: Tensor | None = None  # the last step each chain accepted at
+    keep: Tensor | None = None  # the chains pooled this step (None: all)
 
     def pooled(self, t: Tensor) -> Tensor:
         """Average a batch-shaped tensor over the shared chains."""
@@ -132,18 +133,28 @@ class _LeafAdaptation:
             return t.mean()
         return t.mean(dim=self.pool, keepdim=True)
 
-    def pooled_acceptance(self, info, i: int, stuck_after: int) -> Tensor:
-        """The acceptance statistic the shared step size follows (see WindowAdaptation)."""
-        a = info.accept_prob
+    def track(self, info, i: int, stuck_after: int) -> Tensor | None:
+        """Record which chains accepted this step; return the chains to pool over (``None``:
+        all of them). Stuck chains (nothing accepted in ``stuck_after`` steps) are left out
+        while they are a minority of chains pooled together."""
         acc = info.accepted
         if self.last_accept is None:
-            self.last_accept = torch.zeros(a.shape, dtype=torch.long, device=a.device)
+            self.last_accept = torch.zeros(acc.shape, dtype=torch.long, device=acc.device)
         self.last_accept = torch.where(acc, torch.full_like(self.last_accept, i + 1),
                                        self.last_accept)  # fmt: skip
+        self.keep = None
+        if len(self.pool) == self.batch_ndim and self.batch_ndim:
+            stuck = (i + 1 - self.last_accept) >= stuck_after
+            if bool(stuck.any()) and float(stuck.double().mean()) < 0.5:
+                self.keep = ~stuck
+        return self.keep
+
+    def pooled_acceptance(self, info) -> Tensor:
+        """The acceptance statistic the shared step size follows (see WindowAdaptation)."""
+        a = info.accept_prob
         if len(self.pool) != self.batch_ndim or self.batch_ndim == 0:
             return self.pooled(a)  # per chain or per group: no pooling across all chains
-        stuck = (i + 1 - self.last_accept) >= stuck_after
-        keep = ~stuck if bool(stuck.any()) and float(stuck.double().mean()) < 0.5 else None
+        keep = self.keep
         if self.harmonic:
             ok = (a >= MIN_ACCEPT) & torch.isfinite(a) & ~info.diverging
             if keep is not None:
@@ -152,6 +163,14 @@ class _LeafAdaptation:
                 return a.new_zeros(())
             return 1.0 / (1.0 / a[ok]).mean()
         return a.mean() if keep is None else a[keep].mean()
+
+    def add_positions(self, x: Tensor) -> None:
+        """Add the chains' positions to the variance estimate (stuck chains left out)."""
+        if self.keep is not None:
+            flat = x.reshape((-1,) + tuple(x.shape[self.batch_ndim :]))[self.keep.reshape(-1)]
+            self.welford = welford_update(self.welford, flat, (0,), 1)
+        else:
+            self.welford = welford_update(self.welford, x, self.pool, self.batch_ndim)
 
 
 class Adapter:
@@ -224,8 +243,10 @@ class Adapter:
         for ad in self.leaves:
             leaf = found[ad.path]
             changes: dict = {}
+            if leaf.info is not None:
+                ad.track(leaf.info, i, self.config.stuck_after)
             if ad.da is not None and leaf.info is not None:
-                a = ad.pooled_acceptance(leaf.info, i, self.config.stuck_after)
+                a = ad.pooled_acceptance(leaf.info)
                 changes["step_size"] = ad.da.update(float(a) if ad.da.scalar else a)
             if ad.traj is not None and getattr(leaf.info, "proposal", None) is not None:
                 info, lk = leaf.info, cast(Any, leaf.kernel)
@@ -239,8 +260,7 @@ class Adapter:
                     math.exp(ad.traj.log_length), step_now, leaf.kernel
                 )
             if ad.adapt_mass and any(s <= i < e for s, e in ad.windows):
-                ad.welford = welford_update(ad.welford, leaf.state.position, ad.pool,
-                                            ad.batch_ndim)  # fmt: skip
+                ad.add_positions(leaf.state.position)
                 if any(i + 1 == e for _, e in ad.windows):
                     changes["inverse_mass_matrix"] = welford_variance(ad.welford)
                     ad.welford = welford_init()

@@ -428,9 +428,9 @@ class Masked(Kernel):
 
 @dataclass
 class ChainMaskInfo(Info):
-    """What one :class:`ChainMask` step did: the moved chains' figures (the others: accepted
-    with probability 1, never diverging), ``moved`` (the mask) and the inner ``info`` for all
-    chains in ``inner``.
+    """What one :class:`ChainMask` step did: the moved chains' figures; for the others (the
+    identity move) ``accept_prob`` is 1, ``accepted`` and ``diverging`` are False. ``moved`` is
+    the mask and ``inner`` the inner kernel's info for all chains.
 
     Example:
         >>> import torch
