@@ -1,14 +1,14 @@
 """Pyro ports of six posteriordb posteriors, written to broadcast over a leading chain batch.
 
-Every model takes posteriordb's data fields as arguments (numbers as float64 tensors, counts as
-ints) and reproduces the Stan program's log density on the unconstrained space up to a
-constant: the same priors and likelihood, and every constrained parameter declared with the
-same support, so that ``biject_to`` gives Stan's transform (``<lower=0>``: ``exp``;
-``<lower=0, upper=1>``: the logistic function; ``ordered``: first element, then cumulative
-``exp`` increments) and ebmcmc adds the same log-Jacobian Stan does. Stan's improper flat
-priors are :class:`Flat` sites; Stan's ``~`` on a constrained parameter drops normalizing
-constants (``cauchy`` on ``sigma > 0`` is a half-Cauchy up to a factor 2), which only shifts
-the energy by a constant.
+Every model takes posteriordb's data fields as arguments (sizes as ints; arrays, counts
+included, as float64 tensors) and reproduces the Stan program's log density on the
+unconstrained space up to a constant: the same priors and likelihood, and every constrained
+parameter declared with the same support, so that ``biject_to`` gives Stan's transform
+(``<lower=0>``: ``exp``; ``<lower=0, upper=1>``: the logistic function; ``ordered``: first
+element, then cumulative ``exp`` increments) and ebmcmc adds the same log-Jacobian Stan does.
+Stan's improper flat priors are :class:`Flat` sites; Stan's ``~`` on a constrained parameter
+drops normalizing constants (``cauchy`` on ``sigma > 0`` is a half-Cauchy up to a factor 2),
+which only shifts the energy by a constant.
 
 The latent sites are sampled in the order of the Stan ``parameters`` block and carry its
 names, so the flat unconstrained vector ``z`` of ``ebmcmc.energy.from_pyro`` is laid out like
