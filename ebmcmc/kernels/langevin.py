@@ -132,11 +132,11 @@ class MALA(Kernel):
         log_ratio = e - e_new + langevin_log_density(x, x_new, g_new, eps, eps_b, ne, inv_m) + fwd
         # e_new enters log_ratio directly and g_new through the reverse term: a non-finite
         # energy or gradient makes log_ratio non-finite, so one check per chain suffices
-        ok = torch.isfinite(log_ratio)
-        accept_prob, accepted = metropolis(log_ratio, ok, generator)
+        accept_prob, accepted = metropolis(log_ratio, None, generator)
+        keep = accepted.reshape(accepted.shape + (1,) * ne)
         new_state = State(
-            where_batch(accepted, x_new, x),
+            torch.where(keep, x_new, x),
             torch.where(accepted, e_new, e),
-            where_batch(accepted, g_new, g),
+            torch.where(keep, g_new, g),
         )
-        return new_state, Info(accept_prob, accepted, ~ok, self.step_size)
+        return new_state, Info(accept_prob, accepted, ~torch.isfinite(log_ratio), self.step_size)

@@ -183,16 +183,17 @@ def rand_batch(shape, like: Tensor, generator: torch.Generator | None) -> Tensor
 
 
 def metropolis(
-    log_ratio: Tensor, finite: Tensor, generator: torch.Generator | None
+    log_ratio: Tensor, finite: Tensor | None, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:
     """The Metropolis accept decision from a log acceptance ratio.
 
-    Non-finite proposals (``finite`` False) and NaN ratios get acceptance probability 0. One
-    uniform draw per chain is taken from ``generator``.
+    Non-finite proposals (``finite`` False) and NaN or infinite ratios get acceptance
+    probability 0. One uniform draw per chain is taken from ``generator``.
 
     Args:
         log_ratio: ``log`` of the acceptance ratio, shape ``batch``.
-        finite: whether each chain's proposal is finite, shape ``batch``.
+        finite: whether each chain's proposal may be accepted, shape ``batch``; ``None`` when
+            the ratio itself carries it (a non-finite ratio is never accepted).
         generator: the chains' generator.
 
     Returns:
@@ -205,12 +206,15 @@ def metropolis(
         >>> p.tolist(), a.tolist()
         ([1.0, 0.0], [True, False])
     """
-    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
-    log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
+    if finite is None:  # one op: NaN and ±inf ratios become -inf (never accepted)
+        log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf, posinf=-torch.inf)
+    else:
+        log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
+        log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
     accept_prob = torch.exp(torch.clamp(log_ratio, max=0.0))
     u = rand_batch(log_ratio.shape, log_ratio, generator)
-    accepted = (torch.log(u) < log_ratio) & finite
-    return accept_prob, accepted
+    accepted = torch.log(u) < log_ratio
+    return accept_prob, accepted if finite is None else accepted & finite
 
 
 def evaluate_like(energy, x: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
