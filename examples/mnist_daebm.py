@@ -61,8 +61,12 @@ def parse(argv=None):
                    help="iterations of unadjusted Langevin (default: the set-up's)")  # fmt: skip
     p.add_argument("--adapt", choices=("band", "dual_averaging", "none"), default=None,
                    help="step-size rule (default: the set-up's)")  # fmt: skip
-    p.add_argument("--rule", choices=("every", "visits"), default="every",
-                   help="generation: collect every visit to t = 0, or the 50th (the paper)")
+    p.add_argument(
+        "--rule",
+        choices=("every", "visits"),
+        default="every",
+        help="generation: collect every visit to t = 0, or the 50th (the paper)",
+    )
     p.add_argument("--burn-in", type=int, default=100, help="generation: transitions of burn-in")
     p.add_argument("--n-samples", type=int, default=1000, help="samples for the FID")
     p.add_argument("--n-ood", type=int, default=1000, help="images per OOD set (at most)")

@@ -127,8 +127,10 @@ def test_ood_sets_subsample_and_check_arguments():
         mnist_ood_sets(x, sets=("svhn",))
     with pytest.raises(ValueError, match="num"):
         mnist_ood_sets(x, num=21)
-    with pytest.raises(ValueError, match="28, 28"):
-        mnist_ood_sets(torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="S, S"):
+        mnist_ood_sets(torch.zeros(3, 1, 8, 9))
+    small = mnist_ood_sets(load_digits()[0][:6], sets=("rotated", "uniform"))  # 8 x 8 images
+    assert small["rotated"].shape == small["uniform"].shape == (6, 1, 8, 8)
 
 
 def test_resize_images():

@@ -37,9 +37,12 @@ setting:
 
 * 2-D (the four rings): the data in their own units (``scale = 1``), ``T = 6`` levels of the
   sqrtcumlinear schedule with ramp ``1e-2 .. 0.3``, 40 Langevin steps per transition, initial
-  steps ``epsilon_t = 0.1 sigma_t`` (``epsilon_0 = epsilon_1``; ebmcmc's ``eps =
-  epsilon^2 / 2``), a 10,000-entry buffer, Adam lr 5e-4 with betas (0, 0.999), batch 100, no
-  EMA; the Metropolis correction from iteration 500 (the paper's one epoch of 50,000 points);
+  steps ``epsilon_t = sigma_t`` (``epsilon_0 = epsilon_1``; ebmcmc's ``eps = epsilon^2 / 2``;
+  the paper starts at ``0.1 sigma_t``, 100 times smaller in ``eps`` than where its own rule
+  takes the steps in a short run, which costs about 400 iterations of growth: measured in
+  ``diagnostics/daebm_step_rules.py``), a 10,000-entry buffer, Adam lr 5e-4 with betas
+  (0, 0.999), batch 100, no EMA; the Metropolis correction from iteration 500 (the paper's
+  one epoch of 50,000 points);
   the :class:`~ebmcmc.nn.TimeMLP` of the DRL set-up (with Fourier features) over ``T + 1``
   levels.
 * digits: ``T = 50``, ramp ``2e-4 .. 2e-2``, 40 steps, ``eps = 0.005`` (the paper's
@@ -47,7 +50,8 @@ setting:
   of its 200 epochs; a CPU run is far shorter), a :class:`~ebmcmc.nn.TimeMLP` on the 64
   pixels, Adam lr 1e-4 with betas (0, 0.999), batch 128, no EMA, and a 10,000-entry buffer
   (the paper's 50,000 suits its 120,000 iterations; a short run needs every entry to move).
-* the per-level step sizes adapted by the paper's band rule every 100 iterations (see
+* the per-level step sizes adapted by the paper's band rule every 10 iterations (the
+  estimator's default; the paper adapts every 100; see
   :class:`~ebmcmc.adaptation.LevelStepAdaptation`).
 * With other ``levels`` the ramp is scaled by ``6 / T`` (2-D) or ``50 / T`` (digits), which
   keeps the top level's noise.
@@ -471,7 +475,7 @@ def _daebm_toy_setup(*, scale: float, levels: int, steps: int, hidden: int, laye
         raise ValueError(f"scale must be > 0, got {scale!r}")
     f = 6 / levels
     schedule = DAEBMSchedule(levels, 1e-2 * f, 0.3 * f)
-    eps = (0.1 * schedule.sigma) ** 2 / 2
+    eps = schedule.sigma**2 / 2  # epsilon_t = sigma_t (the paper: 0.1 sigma_t)
     eps[0] = eps[1]
     est = DiffusionAssistedEBM(schedule, num_mcmc_steps=steps, buffer_size=buffer_size,
                                step_size=eps, metropolis_after=500)  # fmt: skip
@@ -479,8 +483,8 @@ def _daebm_toy_setup(*, scale: float, levels: int, steps: int, hidden: int, laye
         model = TimeMLP(2, hidden=hidden, num_layers=layers, num_levels=levels + 1,
                         fourier_features=fourier_features, fourier_scale=fourier_scale,
                         fourier_seed=seed, zero_output=fourier_features > 0)  # fmt: skip
-    return ToySetup("daebm", model, est, _daebm_config(lr, batch_size, decay_at), float(scale), 0.0, 0.0,
-                    sample_steps)  # fmt: skip
+    config = _daebm_config(lr, batch_size, decay_at)
+    return ToySetup("daebm", model, est, config, float(scale), 0.0, 0.0, sample_steps)
 
 
 def _daebm_digits_setup(*, levels: int, steps: int, hidden: int, layers: int,

@@ -57,15 +57,19 @@ def mnist_ood_sets(
 ) -> dict[str, Tensor]:
     """The out-of-distribution sets of :data:`OOD_SETS` for MNIST-like ``images``.
 
+    Made for MNIST; square grey images of another size ``S`` (the 8 x 8 digits) get the same
+    sets at their size (``digits`` resized to ``S``, which for the digits themselves is no
+    longer out of distribution: leave it out with ``sets``).
+
     Args:
         images: MNIST images ``(N, 1, 28, 28)`` in ``[-1, 1]`` (usually the test split), from
-            which ``inverted`` and ``rotated`` are made.
+            which ``inverted`` and ``rotated`` are made; or other ``(N, 1, S, S)`` images.
         num: images per set (default: ``N``; ``digits`` has at most 1,797).
         generator: seeds the noise sets and the choice of images when ``num < N``.
         sets: which sets to build (a subset of :data:`OOD_SETS`).
 
     Returns:
-        ``name -> images (num, 1, 28, 28)`` float32 in ``[-1, 1]``.
+        ``name -> images (num, 1, S, S)`` float32 in ``[-1, 1]``.
 
     Example:
         >>> import torch
@@ -76,9 +80,11 @@ def mnist_ood_sets(
         >>> torch.equal(ood["inverted"], -mnist), ood["constant"][3].unique().numel()
         (True, 1)
     """
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1:] != (1, 28, 28):
+    ok = isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] == 1
+    if not ok or images.shape[2] != images.shape[3]:
         raise ValueError(
-            f"images must have shape (N, 1, 28, 28), got {tuple(getattr(images, 'shape', ()))}"
+            "images must have shape (N, 1, S, S), e.g. (N, 1, 28, 28), got "
+            f"{tuple(getattr(images, 'shape', ()))}"
         )
     unknown = set(sets) - set(OOD_SETS)
     if unknown:
@@ -90,11 +96,12 @@ def mnist_ood_sets(
     g = make_generator(generator)
     pick = torch.randperm(n_all, generator=g)[:n] if n < n_all else torch.arange(n_all)
     base = images[pick].to(torch.float32)
-    shape = (n, 1, 28, 28)
+    side = int(images.shape[-1])
+    shape = (n, 1, side, side)
     out: dict[str, Tensor] = {}
     for name in sets:
         if name == "digits":
-            digits = resize_images(load_digits()[0], 28)
+            digits = resize_images(load_digits()[0], side)
             out[name] = digits[torch.randperm(digits.shape[0], generator=g)[: min(n, 1797)]]
         elif name == "inverted":
             out[name] = -base

@@ -93,8 +93,13 @@ class DiffusionAssistedEBM(Estimator):
         adapt: the online step-size rule once the correction is on: ``"band"`` (the
             paper's: x 1.1 on ``epsilon`` above acceptance 0.8, / 1.2 below 0.6, every
             ``adapt_every`` iterations), ``"dual_averaging"`` (per level, towards
-            ``target_accept``), or ``None`` (fixed step sizes).
-        adapt_every: iterations per adaptation window (100 in the paper).
+            ``target_accept``), or ``None`` (fixed step sizes). The default is the band rule
+            every 10 iterations, chosen by measurement (``diagnostics/daebm_step_rules.py``;
+            the DAEBM guide in the docs has the figures): on a fixed exact target dual
+            averaging settles fastest, but while a model trains it let the steps collapse
+            and the models degenerate, and the band rule's window of 100 took more than
+            1,300 iterations to settle from the paper's initial steps.
+        adapt_every: iterations per adaptation window (10; the paper's is 100).
         target_accept: the acceptance ``"dual_averaging"`` aims for.
         accept_band: the band of ``"band"``.
 
@@ -134,7 +139,7 @@ class DiffusionAssistedEBM(Estimator):
         step_size: float | Tensor = 0.005,
         metropolis_after: int = 6000,
         adapt: str | None = "band",
-        adapt_every: int = 100,
+        adapt_every: int = 10,
         target_accept: float = 0.7,
         accept_band: tuple[float, float] = (0.6, 0.8),
     ):
