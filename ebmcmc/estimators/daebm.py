@@ -431,7 +431,8 @@ class DiffusionAssistedEBM(Estimator):
                 count.
             max_transitions: stop after this many transitions even if fewer images were
                 collected (``complete`` is then False).
-            dtype, device: of the chains.
+            dtype: of the chains.
+            device: of the chains.
             progress: a progress bar over transitions.
 
         Returns:
