@@ -445,3 +445,16 @@ def test_setups_build_daebm():
     assert d.estimator.schedule.sigma[-1] == pytest.approx(0.505)  # the top noise is kept
     assert digits_setup("daebm", hidden=16).estimator.num_levels == 51
     assert d.generate(3, torch.Generator().manual_seed(0)).shape == (3, 64)
+
+
+def test_an_entry_drawn_twice_keeps_its_last_draw():
+    """The buffer write-back is deterministic: with duplicate indices the last wins."""
+    est = DiffusionAssistedEBM(SCHED, num_mcmc_steps=1, buffer_size=3)
+    g = torch.Generator().manual_seed(0)
+    ref = _clone(g)
+    x_neg, t_neg, _ = est.negatives(lambda x, t: 0.5 * (x**2).sum(-1), torch.zeros(12, 2), g)
+    torch.randn(3, 2, generator=ref)  # the buffer's start
+    idx = torch.randint(3, (12,), generator=ref)
+    for i in idx.unique():
+        j = int((idx == i).nonzero().max())
+        assert torch.equal(est.buffer[i], x_neg[j]) and est.buffer_levels[i] == t_neg[j]

@@ -276,8 +276,14 @@ class DiffusionAssistedEBM(Estimator):
         on = self.metropolis
         state, info = self.transition(model, x0, t0, generator, metropolis=on)
         x_neg, t_neg = state.position.detach(), state.level
-        self.buffer[idx] = x_neg
-        self.buffer_levels[idx] = t_neg
+        # an entry drawn twice keeps its last draw's chain, on every device (a plain indexed
+        # write leaves the winner unspecified on GPUs, and resumes would not be exact)
+        pos = torch.arange(n, device=dev)
+        last = torch.full((self.buffer_size,), -1, dtype=torch.long, device=dev)
+        last = last.scatter_reduce(0, idx, pos, reduce="amax")
+        keep = last[idx] == pos
+        self.buffer[idx[keep]] = x_neg[keep]
+        self.buffer_levels[idx[keep]] = t_neg[keep]
         if on and self.adapt is not None:
             assert info.level_accept is not None and info.level_moves is not None
             moves = info.level_moves
