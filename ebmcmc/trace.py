@@ -224,6 +224,9 @@ class Trace:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {str(path)!r}")
+        from ._trace_files import check_file, check_loaded  # h5py inspects it before xarray
+
+        check_file(path, _FORMAT)
         try:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 ds = ds.load()
@@ -266,7 +269,8 @@ class Trace:
 
         run_attrs = ast.literal_eval(ds.attrs.get("run_attrs", "{}"))
         batch_shape = tuple(int(b) for b in np.atleast_1d(ds.attrs["batch_shape"]))
-        return cls(variables, stats, state, kernel, gen, batch_shape, run_attrs)
+        trace = cls(variables, stats, state, kernel, gen, batch_shape, run_attrs)
+        return check_loaded(trace, path)
 
 
 def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

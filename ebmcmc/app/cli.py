@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             path = report(args.trace, args.out, title=args.title, max_coords=args.max_coords)
         except (ValueError, OSError) as err:
-            print(f"ebmcmc diagnose: error: {err}", file=sys.stderr)
+            # one line, whatever the message holds (HDF5's can span several)
+            print(f"ebmcmc diagnose: error: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
         print(f"report written to {path}")
     return 0

@@ -17,7 +17,7 @@ import pandas as pd
 from .. import arviz_bridge
 from .._files import atomic_write
 from ..trace import Trace
-from .summary import summary
+from .summary import constant_chains, summary
 
 __all__ = [
     "report",
@@ -98,8 +98,40 @@ def _plot_arrays(trace: Trace, max_coords: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _listed(ids, most: int = 8) -> str:
+    ids = [str(i) for i in ids]
+    return ", ".join(ids[:most]) + (f", … ({len(ids)} in all)" if len(ids) > most else "")
+
+
+def _stuck_findings(trace: Trace) -> list[Finding]:
+    """Chains that are constant (every draw identical) in some recorded coordinate."""
+    chains: set[int] = set()
+    coords: list[str] = []
+    for name, v in trace.variables.items():
+        if trace.num_draws < 2:
+            break
+        a = v.detach().cpu()
+        const = constant_chains(a.reshape(a.shape[0], a.shape[1], -1).numpy())  # (chain, k)
+        chains.update(np.flatnonzero(const.any(axis=1)).tolist())
+        for i in np.flatnonzero(const.any(axis=0)):
+            coords.append(name if a.ndim == 2 else f"{name}[{i}]")
+    if not chains:
+        return []
+    return [
+        Finding(
+            "error",
+            f"{len(chains)} of {trace.num_chains} chains are constant (stuck: every draw the "
+            f"same) in {len(coords)} coordinates (chains {_listed(sorted(chains))}; coordinates "
+            f"{_listed(coords, 4)}): R-hat, ESS and MCSE are undefined (NaN) there",
+        )
+    ]
+
+
 def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
     """The verdict on a trace: R-hat, ESS, divergences, acceptance and BFMI.
+
+    A NaN R-hat or ESS, a chain that never moved and a constant energy are errors, named as
+    such; they never count as passing.
 
     Example:
         >>> import torch, ebmcmc
@@ -110,11 +142,22 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
     """
     found: list[Finding] = []
     n_chains = trace.num_chains
+    stuck = _stuck_findings(trace)
     if table is not None:
+        rhat = table["r_hat"]
         if n_chains < 2:
             found.append(Finding("warning", "R-hat needs at least 2 chains: this trace has 1"))
+        elif rhat.isna().any():
+            nan = rhat.index[rhat.isna()].tolist()
+            found.append(
+                Finding(
+                    "error",
+                    f"R-hat is NaN (undefined) for {len(nan)} of {len(table)} coordinates "
+                    f"({_listed(nan, 4)}): a chain is constant or the draws are degenerate",
+                )
+            )
         else:
-            bad = table[table["r_hat"] >= RHAT_LIMIT]
+            bad = table[rhat >= RHAT_LIMIT]
             if len(bad):
                 worst = bad["r_hat"].idxmax()
                 found.append(
@@ -128,21 +171,29 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
             else:
                 found.append(
                     Finding(
-                        "ok",
-                        f"R-hat < {RHAT_LIMIT} for every coordinate "
-                        f"(max {table['r_hat'].max():.4f})",
+                        "ok", f"R-hat < {RHAT_LIMIT} for every coordinate (max {rhat.max():.4f})"
                     )
                 )
-        low = table[(table["ess_bulk"] < ESS_MIN) | (table["ess_tail"] < ESS_MIN)]
-        if len(low):
+        ess = table[["ess_bulk", "ess_tail"]]
+        nan_ess = ess.isna().any(axis=1)
+        low = (ess < ESS_MIN).any(axis=1)
+        if nan_ess.any():
+            found.append(
+                Finding(
+                    "error",
+                    f"ESS is NaN (undefined) for {int(nan_ess.sum())} of {len(table)} coordinates "
+                    f"({_listed(table.index[nan_ess].tolist(), 4)})",
+                )
+            )
+        if low.any():
             found.append(
                 Finding(
                     "warning",
-                    f"ESS below {ESS_MIN} for {len(low)} coordinates (min bulk "
+                    f"ESS below {ESS_MIN} for {int(low.sum())} coordinates (min bulk "
                     f"{table['ess_bulk'].min():.0f}, min tail {table['ess_tail'].min():.0f})",
                 )
             )
-        else:
+        elif not nan_ess.any():
             found.append(
                 Finding(
                     "ok",
@@ -150,6 +201,7 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
                     f"{table['ess_bulk'].min():.0f})",
                 )
             )
+    found.extend(stuck)
     div = trace.stats.get("diverging")
     if div is not None:
         n_div = int(div.sum())
@@ -157,22 +209,39 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
         found.append(Finding(level, f"{n_div} divergent transitions of {div.numel()}"))
     acc = trace.stats.get("accept_prob")
     if acc is not None:
-        found.append(Finding("ok", f"mean acceptance probability {float(acc.double().mean()):.3f}"))
+        mean = float(acc.double().mean())
+        if mean > 0:
+            found.append(Finding("ok", f"mean acceptance probability {mean:.3f}"))
+        elif math.isnan(mean):
+            found.append(Finding("error", "the acceptance probabilities are not finite"))
+        else:
+            found.append(Finding("error", "no proposal was accepted (acceptance probability 0)"))
     energy = trace.stats.get("energy")
     if energy is not None and trace.num_draws >= 4:
         e = energy.detach().cpu().numpy().astype(float)
-        if np.isfinite(e).all() and (e.var(axis=1) > 0).all():
-            bfmi = arviz_bridge.bfmi(e)
+        if not np.isfinite(e).all():
+            found.append(Finding("error", "the energy trace has non-finite values"))
+            return found
+        flat = e.var(axis=1) == 0
+        if flat.any():
+            found.append(
+                Finding(
+                    "error",
+                    f"the energy is constant in {int(flat.sum())} of {n_chains} chains (chains "
+                    f"{_listed(np.flatnonzero(flat).tolist())}): E-BFMI is undefined there "
+                    "(stuck chains)",
+                )
+            )
+        if not flat.all():
+            bfmi = arviz_bridge.bfmi(e[~flat])
             level = "warning" if (bfmi < BFMI_MIN).any() else "ok"
+            over = " over the moving chains" if flat.any() else " over chains"
             found.append(
                 Finding(
                     level,
-                    f"E-BFMI (potential energy) min {bfmi.min():.2f} over chains "
-                    f"(flag below {BFMI_MIN})",
+                    f"E-BFMI (potential energy) min {bfmi.min():.2f}{over} (flag below {BFMI_MIN})",
                 )
             )
-        elif not np.isfinite(e).all():
-            found.append(Finding("error", "the energy trace has non-finite values"))
     return found
 
 
@@ -246,15 +315,19 @@ def _table_md(df: pd.DataFrame) -> str:
             v = row[col]
             cell = _cell(v)
             if _flag(col, v):
-                cell = f"**{cell}** ⚠"
+                cell = f"**{cell}** {'✗' if cell == 'nan' else '⚠'}"
             cells.append(cell)
         lines.append(f"| {idx} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _flag(col: str, v) -> bool:
+    """Whether a cell fails: R-hat at or above the limit, ESS below the minimum, or any of
+    them (or the MCSE) NaN, which means undefined (a constant chain), never a pass."""
     if not isinstance(v, (int, float, np.number)) or isinstance(v, (bool, np.bool_)):
         return False
+    if col in ("r_hat", "ess_bulk", "ess_tail", "mcse_mean") and math.isnan(v):
+        return True
     if col == "r_hat":
         return bool(math.isfinite(v) and v >= RHAT_LIMIT)
     if col in ("ess_bulk", "ess_tail"):

@@ -1,0 +1,232 @@
+"""Regression tests from a security and robustness probe: trace files that read other files or
+carry crafted metadata, stuck chains that passed the report, a CIFAR pickle that described a
+huge array, loose argument checks, unsaveable dtypes, temporary files left by killed writes,
+and reports that did not scale to thousands of chains. Each test is built from the probe's
+reproducer (docs/guarantees.md lists what each one holds)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import ebmcmc
+from ebmcmc import Trace
+from ebmcmc.app.cli import main as cli_main
+from ebmcmc.kernels import MALA, RandomWalk
+
+CRAFTED = Path(__file__).parent / "data" / "crafted_traces"
+CASES = json.loads((CRAFTED / "cases.json").read_text(encoding="utf-8"))
+ENERGY = lambda x: 0.5 * (x**2).sum(-1)  # noqa: E731
+
+
+def _trace(chains=2, draws=6, kernel=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ebmcmc.sample(ENERGY, kernel or MALA(0.5), torch.zeros(chains, 2), draws,
+                             generator=0, progress=False, **kw)  # fmt: skip
+
+
+def _diagnose(path, out) -> tuple[int, str]:
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli_main(["diagnose", str(path), "--out", str(out)])
+    return rc, err.getvalue()
+
+
+# ----------------------------------------------------------------------------- 1: file access
+
+
+def _external_copy(valid: Path, target: Path, secret: Path) -> Path:
+    """``valid`` with ``var.x`` re-made as HDF5 external storage over ``secret``'s bytes."""
+    shutil.copy(valid, target)
+    with h5py.File(target, "r+") as f:
+        old = f["var.x"]
+        shape = old.shape
+        dims = [old.dims[i][0] for i in range(old.ndim)]
+        for i, d in enumerate(dims):
+            old.dims[i].detach_scale(d)
+        del f["var.x"]
+        new = f.create_dataset("var.x", shape=shape, dtype="u1",
+                               external=[(str(secret), 0, h5py.h5f.UNLIMITED)])  # fmt: skip
+        for i, d in enumerate(dims):
+            new.dims[i].attach_scale(d)
+    return target
+
+
+def test_trace_with_external_storage_is_refused_and_never_reads_the_file(tmp_path):
+    """The probe's reproducer: var.x stored in another file loaded that file's bytes as draws
+    (through Trace.load and ebmcmc diagnose)."""
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 4)
+    valid = _trace().save(tmp_path / "valid.nc")
+    evil = _external_copy(valid, tmp_path / "evil.nc", secret)
+    with h5py.File(evil, "r") as f:  # the fixture really points at the secret
+        assert f["var.x"].external and bytes(f["var.x"][0, 0]) == secret.read_bytes()[:2]
+    with pytest.raises(ValueError, match="stores its data in an external file"):
+        Trace.load(evil)
+    rc, err = _diagnose(evil, tmp_path / "out")
+    assert rc == 1 and err.count("\n") == 1 and "external file" in err
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+def test_virtual_datasets_and_links_are_refused(tmp_path):
+    valid = _trace().save(tmp_path / "valid.nc")
+    source = tmp_path / "source.h5"
+    with h5py.File(source, "w") as f:
+        f["data"] = np.full((2, 6, 2), 7.0, "f4")
+    vds = tmp_path / "vds.nc"
+    shutil.copy(valid, vds)
+    with h5py.File(vds, "r+") as f:
+        dims = [f["var.x"].dims[i][0] for i in range(3)]
+        for i, d in enumerate(dims):
+            f["var.x"].dims[i].detach_scale(d)
+        del f["var.x"]
+        layout = h5py.VirtualLayout(shape=(2, 6, 2), dtype="f4")
+        layout[...] = h5py.VirtualSource(str(source), "data", shape=(2, 6, 2))
+        new = f.create_virtual_dataset("var.x", layout)
+        for i, d in enumerate(dims):
+            new.dims[i].attach_scale(d)
+    with pytest.raises(ValueError, match="virtual dataset"):
+        Trace.load(vds)
+    for kind, link in [("soft", h5py.SoftLink("/var.x")),
+                       ("external", h5py.ExternalLink(str(source), "/data"))]:  # fmt: skip
+        p = tmp_path / f"{kind}.nc"
+        shutil.copy(valid, p)
+        with h5py.File(p, "r+") as f:
+            f["var.y"] = link
+        with pytest.raises(ValueError, match=f"{kind} link"):
+            Trace.load(p)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_crafted_trace_corpus(name, tmp_path):
+    """Every crafted file of tests/data/crafted_traces is refused with a clear ValueError (and
+    ebmcmc diagnose prints one line and exits 1); only valid.nc loads."""
+    path = CRAFTED / name
+    if name == "valid.nc":
+        tr = Trace.load(path)
+        assert tr.num_chains == 2 and tr.kernel is not None and tr.final_state is not None
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no foreign-kernel warning: a refusal, not a warning
+        with pytest.raises(ValueError) as info:
+            Trace.load(path)
+    assert CASES[name]["match"] in str(info.value)
+    rc, err = _diagnose(path, tmp_path / "out")
+    assert rc == 1, err
+    assert err.count("\n") == 1 and err.startswith("ebmcmc diagnose: error:"), err
+    assert CASES[name]["match"] in err
+
+
+def test_crafted_corpus_is_complete():
+    """cases.json lists exactly the .nc files kept beside it."""
+    assert sorted(CASES) == sorted(p.name for p in CRAFTED.glob("*.nc"))
+    assert len(CASES) >= 40
+
+
+def test_every_kernel_and_state_saved_by_ebmcmc_still_loads(tmp_path):
+    """The checks refuse nothing save writes: composite kernels with nested states, per-chain
+    tensors and a generator state."""
+    from ebmcmc.kernels import HMC, Cycle, ReplicaExchange
+
+    kernels = [
+        Cycle(MALA(0.3), RandomWalk(torch.full((2,), 0.5))),
+        ReplicaExchange(HMC(0.2, num_leapfrog_steps=3), betas=(1.0, 0.5)),
+    ]
+    for i, k in enumerate(kernels):
+        tr = _trace(kernel=k)
+        back = Trace.load(tr.save(tmp_path / f"{i}.nc"))
+        assert repr(back.kernel) == repr(tr.kernel)
+        assert type(back.final_state) is type(tr.final_state)
+        assert torch.equal(back.generator_state, tr.generator_state)
+
+
+# ----------------------------------------------------------------------------- 8: metadata
+
+
+def _rewrite(tmp_path, change, name="bad.nc") -> Path:
+    p = _trace().save(tmp_path / "ok.nc")
+    bad = tmp_path / name
+    shutil.copy(p, bad)
+    with h5py.File(bad, "r+") as f:
+        change(f)
+    return bad
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda f: f.attrs.__setitem__("kernel.class", "ebmcmc.kernels.nope.MALA"),
+         "does not exist"),  # was ModuleNotFoundError
+        (lambda f: f.attrs.__delitem__("batch_shape"), "batch_shape"),  # was KeyError
+        (lambda f: f.attrs.__setitem__("kernel.step_size", "0.1"), "one number"),  # TypeError
+        (lambda f: f.attrs.__setitem__("run_attrs", "{'a': "), "run_attrs"),  # SyntaxError
+        (lambda f: f["state.position"].__setitem__((0, 0), np.nan), "not finite"),  # silent
+        (lambda f: f.attrs.__setitem__("batch_shape", np.array([1, 3])), "does not match"),
+        (lambda f: f.attrs.__setitem__("kernel.class", "ebmcmc.kernels.langevin.Langevin"),
+         "lacks field 'noise_scale'"),  # a swapped kernel class loaded silently
+    ],
+    ids=["module", "batch-shape-missing", "step-text", "run-attrs", "nan-state",
+         "batch-shape-wrong", "swapped-kernel"],
+)  # fmt: skip
+def test_crafted_metadata_gives_clear_errors(tmp_path, change, match):
+    bad = _rewrite(tmp_path, change)
+    with pytest.raises(ValueError, match=match):
+        Trace.load(bad)
+    rc, err = _diagnose(bad, tmp_path / "out")
+    assert rc == 1 and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- 2: stuck chains
+
+
+def test_stuck_chains_fail_the_summary_the_checks_and_the_report(tmp_path):
+    """The probe's reproducer: every proposal rejected gave ess_bulk = 2000, mcse 0, R-hat NaN,
+    and a report with "✓ R-hat < 1.01 (max nan)" and "✓ ESS ≥ 400"."""
+    from ebmcmc.diagnostics import check_trace, report, summary
+
+    tr = _trace(chains=4, draws=500, kernel=RandomWalk(1e6))
+    assert float(tr.stats["accept_prob"].max()) == 0.0  # really stuck
+    table = summary(tr)
+    assert table[["mcse_mean", "ess_bulk", "ess_tail", "r_hat"]].isna().all().all()
+    found = check_trace(tr, table)
+    errors = [f.message for f in found if f.level == "error"]
+    assert any("R-hat is NaN" in m for m in errors)
+    assert any("ESS is NaN" in m for m in errors)
+    assert any("4 of 4 chains are constant" in m for m in errors)
+    assert any("energy is constant in 4 of 4 chains" in m and "E-BFMI" in m for m in errors)
+    assert not any(f.level == "ok" and ("R-hat" in f.message or "ESS" in f.message)
+                   for f in found)  # fmt: skip
+    report(tr, tmp_path)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "✓ R-hat" not in md and "✓ bulk and tail ESS" not in md
+    assert "✗ R-hat is NaN" in md and "**nan** ✗" in md
+
+
+def test_one_stuck_chain_among_moving_ones_is_named(tmp_path):
+    from ebmcmc.diagnostics import check_trace, summary
+
+    tr = _trace(chains=4, draws=400, kernel=MALA(0.9))
+    x = tr.variables["x"].clone()
+    x[2] = x[2, :1]  # chain 2 never moves
+    e = tr.stats["energy"].clone()
+    e[2] = e[2, :1]
+    bad = Trace({"x": x}, {**tr.stats, "energy": e})
+    table = summary(bad)
+    assert table["r_hat"].isna().all() and table["ess_bulk"].isna().all()
+    msgs = [f.message for f in check_trace(bad, table) if f.level == "error"]
+    assert any("1 of 4 chains are constant" in m and "chains 2;" in m for m in msgs)
+    assert any("energy is constant in 1 of 4 chains (chains 2)" in m for m in msgs)
+    # E-BFMI is still reported for the chains that move
+    assert any("E-BFMI" in f.message and "moving chains" in f.message
+               for f in check_trace(bad, table))  # fmt: skip
