@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -230,3 +231,60 @@ def test_one_stuck_chain_among_moving_ones_is_named(tmp_path):
     # E-BFMI is still reported for the chains that move
     assert any("E-BFMI" in f.message and "moving chains" in f.message
                for f in check_trace(bad, table))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- 9: CIFAR
+
+
+class _HugeArray:
+    """Pickles as numpy does, but describes ``shape`` where numpy writes its placeholder
+    (``placeholder=True``) or in the array's state, over a one-byte buffer."""
+
+    def __init__(self, shape, placeholder: bool):
+        self.shape, self.placeholder = shape, placeholder
+
+    def __reduce__(self):
+        from ebmcmc.datasets.cifar import _np_reconstruct
+
+        reconstruct, _ = _np_reconstruct()
+        first = self.shape if self.placeholder else (0,)
+        state = (1, (1,) if self.placeholder else self.shape, np.dtype("u1"), False, b"\x00")
+        return (reconstruct, (np.ndarray, first, b"b"), state)
+
+
+@pytest.mark.parametrize("rows", [10**6, 10**8])
+@pytest.mark.parametrize("placeholder", [True, False], ids=["placeholder", "state"])
+def test_cifar_batch_describing_a_huge_array_is_refused_before_allocating(tmp_path, rows,
+                                                                          placeholder):  # fmt: skip
+    """The probe's reproducer: a ~300-byte batch describing a (rows, 3072) array on a one-byte
+    buffer reached 3.4 GB (10^6 rows) or raised MemoryError (10^8 rows) instead of the
+    documented ValueError."""
+    import tracemalloc
+
+    from ebmcmc.datasets import load_cifar10
+
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    blob = pickle.dumps({b"data": _HugeArray((rows, 3072), placeholder), b"labels": []}, 2)
+    assert len(blob) < 400
+    (d / "test_batch").write_bytes(blob)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="corrupt pickle"):
+            load_cifar10(d, "test")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+def test_cifar_unpickler_still_reads_real_arrays():
+    from ebmcmc.datasets.cifar import RestrictedUnpickler
+
+    arr = np.arange(3072 * 2, dtype=np.uint8).reshape(2, 3072)
+    out = RestrictedUnpickler(io.BytesIO(pickle.dumps({b"data": [arr]}, 2)), encoding="bytes")
+    got = out.load()[b"data"][0]
+    assert type(got) is np.ndarray and np.array_equal(got, arr)
+    objects = pickle.dumps(np.array([1, "a"], dtype=object), 2)
+    with pytest.raises(pickle.UnpicklingError, match="only arrays of numbers"):
+        RestrictedUnpickler(io.BytesIO(objects)).load()
