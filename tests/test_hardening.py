@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import shutil
 import warnings
@@ -288,3 +289,112 @@ def test_cifar_unpickler_still_reads_real_arrays():
     objects = pickle.dumps(np.array([1, "a"], dtype=object), 2)
     with pytest.raises(pickle.UnpicklingError, match="only arrays of numbers"):
         RestrictedUnpickler(io.BytesIO(objects)).load()
+
+
+# ----------------------------------------------------------------------------- 10: arguments
+
+
+def _ais(**kw):
+    from ebmcmc.ais import ais
+    from ebmcmc.targets import Gaussian
+
+    args = dict(energy=Gaussian(torch.ones(2), torch.eye(2)), base=Gaussian(torch.zeros(2),
+                torch.eye(2)), kernel=MALA(0.3), num_chains=16, num_temperatures=4,
+                generator=0, progress=False)  # fmt: skip
+    args.update(kw)
+    return ais(**args)
+
+
+def test_ais_takes_a_per_chain_step_size_tensor():
+    """Was: ValueError 'only one element tensors can be converted to Python scalars'."""
+    r = _ais(kernel=MALA(torch.full((16,), 0.3)))
+    assert r.step_sizes.shape == (4,) and torch.isfinite(r.step_sizes).all()
+    assert torch.isfinite(r.log_z)
+
+
+@pytest.mark.parametrize(
+    "kw, error, name",
+    [
+        ({"steps_per_temperature": 0.5}, ValueError, "steps_per_temperature"),  # ZeroDivision
+        ({"num_chains": True}, ValueError, "num_chains"),  # was accepted as a number
+        ({"num_chains": 2.5}, ValueError, "num_chains"),
+        ({"target_accept": 1.5}, ValueError, "target_accept"),  # was accepted
+        ({"target_accept": 0.0}, ValueError, "target_accept"),
+        ({"target_accept": True}, TypeError, "target_accept"),
+        ({"target_accept": "0.5"}, TypeError, "target_accept"),
+    ],
+)
+def test_ais_arguments_are_checked_by_name(kw, error, name):
+    with pytest.raises(error, match=name):
+        _ais(**kw)
+
+
+def test_ais_with_an_energy_of_another_dtype_than_the_base():
+    """A float32 network energy with a float64 base raised torch's 'mat1 and mat2 must have
+    the same dtype' from deep inside; an energy answering float32 for float64 particles mixed
+    precisions silently."""
+    from ebmcmc.targets import Gaussian
+
+    net = torch.nn.Linear(2, 1)
+    base64 = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="cannot be evaluated at the torch.float64 particles"):
+        _ais(energy=lambda x: net(x).squeeze(-1) + (x**2).sum(-1), base=base64)
+    with pytest.raises(ValueError, match="returns torch.float32 for the torch.float64"):
+        _ais(energy=lambda x: (x**2).sum(-1).float(), base=base64)
+
+
+def _kernel_cases():
+    from ebmcmc.kernels import (
+        HMC,
+        NUTS,
+        ChEES,
+        Cycle,
+        IndependenceMetropolis,
+        Langevin,
+        LevelGibbs,
+        ReplicaExchange,
+    )
+
+    inner = MALA(0.1)
+    return {
+        "MALA": lambda **kw: MALA(**{"step_size": 0.1, **kw}),
+        "Langevin": lambda **kw: Langevin(**{"step_size": 0.1, **kw}),
+        "HMC": lambda **kw: HMC(**{"step_size": 0.1, **kw}),
+        "NUTS": lambda **kw: NUTS(**{"step_size": 0.1, **kw}),
+        "ChEES": lambda **kw: ChEES(**{"step_size": 0.1, **kw}),
+        "RandomWalk": lambda **kw: RandomWalk(**{"step_size": 0.1, **kw}),
+        "IndependenceMetropolis": lambda **kw: IndependenceMetropolis(**kw),
+        "ReplicaExchange": lambda **kw: ReplicaExchange(
+            **{"kernel": inner, "betas": (1.0, 0.5), **kw}
+        ),  # fmt: skip
+        "LevelGibbs": lambda **kw: LevelGibbs(**{"kernel": inner, "num_levels": 3, **kw}),
+        "Cycle": lambda **kw: Cycle(inner, inner, **kw),
+    }
+
+
+_NUMERIC_FIELDS = [
+    ("MALA", "step_size"), ("Langevin", "step_size"), ("Langevin", "noise_scale"),
+    ("HMC", "step_size"), ("HMC", "num_leapfrog_steps"), ("HMC", "jitter"),
+    ("HMC", "divergence_threshold"), ("NUTS", "step_size"), ("NUTS", "max_tree_depth"),
+    ("ChEES", "step_size"), ("ChEES", "jitter"), ("ChEES", "max_leapfrog_steps"),
+    ("ChEES", "trajectory_length"), ("RandomWalk", "step_size"),
+    ("IndependenceMetropolis", "scale"), ("IndependenceMetropolis", "center"),
+    ("ReplicaExchange", "betas"), ("LevelGibbs", "num_levels"), ("LevelGibbs", "step_sizes"),
+    ("LevelGibbs", "event_ndim"), ("LevelGibbs", "init_level"), ("Cycle", "every"),
+]  # fmt: skip
+_BAD = [True, False, "0.1", "abc", math.nan, math.inf, [1.0, "a"], object(),
+        torch.tensor(True), torch.tensor([math.nan])]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kernel, field", _NUMERIC_FIELDS, ids=[".".join(c) for c in _NUMERIC_FIELDS]
+)
+def test_kernel_hyperparameters_are_checked_by_name(kernel, field):
+    """Was: HMC(num_leapfrog_steps=True), Langevin(noise_scale=True), LevelGibbs(event_ndim=
+    True) accepted; 'new(): invalid data type str', 'could not convert string to float' or
+    OverflowError for others, none naming the argument."""
+    make = _kernel_cases()[kernel]
+    for bad in _BAD:
+        with pytest.raises((TypeError, ValueError), match=field) as info:
+            make(**{field: bad})
+        assert type(info.value) in (TypeError, ValueError), (bad, info.value)
