@@ -7,7 +7,8 @@ attributes may tell xarray to decode values. A trace written by :meth:`~ebmcmc.T
 uses none of this, so :func:`check_file` inspects the file with ``h5py`` *before* xarray opens
 it and accepts only what ``save`` writes:
 
-* hard links only, no groups, no named types; no external storage, no virtual datasets, no
+* hard links only, no groups, no named types (but the one h5netcdf names for complex
+  numbers); no external storage, no virtual datasets, no
   filters but the standard lossless ones (deflate, shuffle, Fletcher-32);
 * datasets named ``var.*``, ``stat.*`` (``(chain, draw, …)``), ``state.*``, ``kernel.*``,
   ``generator_state`` and their NetCDF dimensions, with plain numeric dtypes in the machine's
@@ -56,6 +57,7 @@ _FLAGS = ("none", "bool", "is_bool", "is_tuple")
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 _CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _NAME = re.compile(r"[^\x00-\x1f\x7f/]+")
+_COMPLEX_TYPE = re.compile(r"_PFNC_[A-Z_]*COMPLEX[A-Z_]*")
 
 
 class _Refused(ValueError):
@@ -158,6 +160,10 @@ def _check_open_file(f, path: Path, fmt: str) -> dict[str, Any]:
             what = kind.get(type(link), "a link")
             raise _refuse(path, f"{name!r} is {what}; a trace holds no links")
         obj = f[name]
+        if isinstance(obj, h5py.Datatype) and _COMPLEX_TYPE.fullmatch(name) and (
+            obj.dtype.kind == "c"
+        ):
+            continue  # how h5netcdf names the type of complex variables
         if not isinstance(obj, h5py.Dataset):
             kind = type(obj).__name__.lower()
             raise _refuse(path, f"{name!r} is a {kind}; a trace holds only datasets")
@@ -210,7 +216,7 @@ def _check_data(name: str, d, path: Path, scales: set[str], datasets: dict) -> N
         raise _refuse(path, f"unexpected dataset {name!r} (a trace holds var.*, stat.*, "
                             "state.*, kernel.* and generator_state)")  # fmt: skip
     dt = d.dtype
-    if dt.kind not in "iufb" or dt.fields is not None or dt.subdtype is not None:
+    if dt.kind not in "iufbc" or dt.fields is not None or dt.subdtype is not None:
         raise _refuse(path, f"dataset {name!r} has dtype {dt}; a trace stores plain numbers")
     if dt.byteorder == (">" if np.little_endian else "<"):
         raise _refuse(path, f"dataset {name!r} is stored in non-native byte order ({dt})")

@@ -28,7 +28,10 @@ _FORMAT = "ebmcmc-trace/1"
 
 
 def _to_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    t = t.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.to(torch.float32)  # bfloat16, float8: NumPy has no such dtype; float32 holds them
+    return t.numpy()
 
 
 class Trace:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import torch
 
 import ebmcmc
 from ebmcmc import Trace
+from ebmcmc._files import atomic_write
 from ebmcmc.app.cli import main as cli_main
 from ebmcmc.kernels import MALA, RandomWalk
 
@@ -398,3 +401,77 @@ def test_kernel_hyperparameters_are_checked_by_name(kernel, field):
         with pytest.raises((TypeError, ValueError), match=field) as info:
             make(**{field: bad})
         assert type(info.value) in (TypeError, ValueError), (bad, info.value)
+
+
+# ----------------------------------------------------------------------------- 10: files
+
+
+def test_bfloat16_trace_is_saved_exactly_and_resumes(tmp_path):
+    """Was: 'TypeError: Got unsupported ScalarType BFloat16' from save, after sampling."""
+    x0 = torch.zeros(4, 2, dtype=torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = ebmcmc.sample(ENERGY, MALA(0.5), x0, 20, generator=0, progress=False)
+    assert tr.draws.dtype == torch.bfloat16
+    back = Trace.load(tr.save(tmp_path / "bf16.nc"))
+    assert back.draws.dtype == torch.float32  # float32 holds every bfloat16 value exactly
+    assert torch.equal(back.draws, tr.draws.float())
+    assert torch.equal(back.final_state.position, tr.final_state.position.float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        more = ebmcmc.sample(ENERGY, back.kernel, back, 5, progress=False)
+    assert more.draws.shape == (4, 5, 2)
+
+
+def test_complex_variables_round_trip(tmp_path):
+    z = torch.randn(2, 5, 3, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    back = Trace.load(Trace({"z": z}, {}).save(tmp_path / "c.nc"))
+    assert torch.equal(back.variables["z"], z)
+
+
+def _leftovers(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name != "t.nc")
+
+
+def test_a_killed_save_leaves_a_recognisable_temp_file_that_the_next_save_removes(tmp_path):
+    """The probe's reproducer: a save killed mid-write (SIGKILL) left 't.nc.<random>.tmp'
+    behind for good."""
+    import subprocess
+    import sys
+
+    if os.name == "nt":
+        pytest.skip("SIGKILL is POSIX")
+    target = tmp_path / "t.nc"
+    code = (
+        "import os, sys; from ebmcmc._files import atomic_write\n"
+        "def write(tmp):\n"
+        "    open(tmp, 'wb').write(b'partial')\n"
+        "    os.kill(os.getpid(), 9)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(ebmcmc.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], env=env, timeout=60)
+    assert proc.returncode == -9
+    left = _leftovers(tmp_path)
+    assert len(left) == 1 and left[0].startswith("t.nc.ebmcmc-tmp."), left
+    # a write in progress elsewhere (this very process) is left alone
+    from ebmcmc._files import TMP_TAG, _host
+
+    live = tmp_path / f"t.nc{TMP_TAG}{_host()}.{os.getpid()}.inprogress"
+    live.write_bytes(b"still writing")
+    _trace().save(target)
+    assert _leftovers(tmp_path) == [live.name]
+    assert Trace.load(target).num_chains == 2
+
+
+def test_old_style_temp_files_are_removed_once_an_hour_old(tmp_path):
+    old = tmp_path / "t.nc.abcd1234.tmp"
+    fresh = tmp_path / "t.nc.efgh5678.tmp"
+    other = tmp_path / "u.nc.abcd1234.tmp"  # another target's: never touched
+    for p in (old, fresh, other):
+        p.write_bytes(b"x")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(other, (hour_ago, hour_ago))
+    atomic_write(tmp_path / "t.nc", lambda tmp: Path(tmp).write_bytes(b"new"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["t.nc", fresh.name, other.name])
