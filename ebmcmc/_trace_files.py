@@ -160,8 +160,10 @@ def _check_open_file(f, path: Path, fmt: str) -> dict[str, Any]:
             what = kind.get(type(link), "a link")
             raise _refuse(path, f"{name!r} is {what}; a trace holds no links")
         obj = f[name]
-        if isinstance(obj, h5py.Datatype) and _COMPLEX_TYPE.fullmatch(name) and (
-            obj.dtype.kind == "c"
+        if (
+            isinstance(obj, h5py.Datatype)
+            and _COMPLEX_TYPE.fullmatch(name)
+            and (obj.dtype.kind == "c")
         ):
             continue  # how h5netcdf names the type of complex variables
         if not isinstance(obj, h5py.Dataset):

@@ -1,5 +1,6 @@
 """Convergence reports people read: ``report.md`` with PNGs beside it and a self-contained
-``report.html`` (images embedded), built from a trace by ArviZ's diagnostics and plots.
+``report.html`` (images embedded), built from a trace by ArviZ's diagnostics and plots that
+stay readable for any number of chains (:mod:`ebmcmc.diagnostics.plots`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _plot_arrays(trace: Trace, max_coords: int) -> dict[str, np.ndarray]:
             if len(out) >= max_coords:
                 return out
             label = name if a.ndim == 2 else f"{name}[{i}]"
-            out[label.replace("[", "_").replace("]", "")] = flat[:, :, i]
+            out[label] = flat[:, :, i]
     return out
 
 
@@ -262,30 +263,47 @@ def _content_for_trace(trace: Trace, out: Path, title: str, max_coords: int) -> 
     arrays = _plot_arrays(trace, max_coords)
     if len(arrays) < sum(int(np.prod(v.shape[2:])) for v in trace.variables.values()):
         c.notes.append(f"Plots show the first {len(arrays)} coordinates; the table shows all.")
-    stats = {}
+    c.figures.extend(_plots(trace, arrays, out, c.findings))
+    return c
+
+
+def _plots(trace: Trace, arrays: dict[str, np.ndarray], out: Path, findings: list[Finding]):
+    """Draw the report's plots; ``(caption, file name)`` for each one drawn."""
+    from . import plots
+
+    shown, which = plots.shown_chains(arrays)
+    n = trace.num_chains
+    todo = [
+        ("trace", f"Trace and marginal densities: shaded, all {n} chains; lines, {which}"
+         + (f"; black, the 5 and 95 % quantiles of all {n}" if len(shown) < n else ""),
+         lambda p: plots.plot_trace(arrays, shown, p)),
+        ("rank", f"Rank plots (uniform when chains agree): {which}"
+         + (f"; right, every one of the {n} chains" if len(shown) < n else ""),
+         lambda p: plots.plot_rank(arrays, shown, p)),
+        ("ess_evolution", f"ESS of all {n} chains as draws accumulate (bulk and tail)",
+         lambda p: plots.plot_ess_evolution(arrays, p, ESS_MIN)),
+        ("autocorr", f"Autocorrelation: mean and 5–95 % band over all {n} chains",
+         lambda p: plots.plot_autocorr(arrays, p)),
+    ]  # fmt: skip
     if "energy" in trace.stats:
-        stats["energy"] = trace.stats["energy"].detach().cpu().numpy().astype(float)
-    obj = arviz_bridge.to_arviz(arrays, stats)
-    captions = {
-        "trace": "Trace and marginal densities per chain",
-        "rank": "Rank plots (uniform when chains agree)",
-        "ess_evolution": "ESS as draws accumulate (bulk and tail)",
-        "autocorr": "Autocorrelation",
-        "energy": "Energy: marginal vs transition distribution (BFMI)",
-    }
-    for kind in arviz_bridge.PLOT_KINDS:
-        if kind == "energy" and "energy" not in stats:
-            continue
-        if trace.num_chains < 2 and kind == "rank":
+        e = trace.stats["energy"].detach().cpu().numpy().astype(float)
+        if np.isfinite(e).all():
+            todo.append((
+                "energy", f"Energy: marginal vs transition distribution over all {n} chains, "
+                "and E-BFMI per chain", lambda p: plots.plot_energy(e, p, BFMI_MIN),
+            ))  # fmt: skip
+    drawn = []
+    for kind, caption, draw in todo:
+        if n < 2 and kind == "rank":
             continue
         name = f"{kind}.png"
         try:
-            arviz_bridge.save_plot(kind, obj, out / name)
+            draw(out / name)
         except Exception as err:  # noqa: BLE001 - a failed plot must not lose the report
-            c.findings.append(Finding("warning", f"{kind} plot failed: {err}"))
+            findings.append(Finding("warning", f"{kind} plot failed: {err}"))
             continue
-        c.figures.append((captions[kind], name))
-    return c
+        drawn.append((caption, name))
+    return drawn
 
 
 def _cell(v) -> str:
@@ -468,9 +486,11 @@ def report(
 
     ``out_dir/report.md`` (with the PNGs beside it) and ``out_dir/report.html`` (one file,
     images embedded): the verdict (R-hat, ESS, divergences, acceptance, BFMI, with warnings
-    highlighted), what was recorded, the summary table and ArviZ's trace, rank,
-    ESS-evolution, autocorrelation and energy plots. Bad input (non-finite draws, one chain)
-    is reported in the file, not raised.
+    highlighted; a NaN R-hat or ESS, a constant chain or energy are errors), what was
+    recorded, the summary table and trace, rank, ESS-evolution, autocorrelation and energy
+    plots (:mod:`ebmcmc.diagnostics.plots`: every chain through summaries, at most 16 drawn one
+    by one, the caption saying which). Bad input (non-finite draws, one chain) is reported in
+    the file, not raised.
 
     Args:
         trace: a :class:`~ebmcmc.Trace` or the path of a saved one.
