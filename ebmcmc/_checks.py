@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_nonneg", "check_pos", "check_int", "check_real"]
+__all__ = ["check_nonneg", "check_pos", "check_int", "check_real", "check_flag"]
 
 
 def check_nonneg(name: str, value) -> float:
@@ -80,3 +80,17 @@ def check_real(
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
         raise ValueError(f"{name} must lie in {lo}{low:g}, {high:g}{hi}, got {value!r}")
     return v
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` as a bool: ``True``/``False`` (or a NumPy bool), nothing else.
+
+    A string such as ``"no"`` would otherwise count as true.
+
+    Example:
+        >>> check_flag("progress", False)
+        False
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")

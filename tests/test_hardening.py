@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import time
 import warnings
@@ -553,3 +554,128 @@ def test_diagnose_of_1024_chains_is_fast_and_small(tmp_path):
     assert rc == 0, err
     assert cpu < 15, f"{cpu:.1f} CPU-seconds"
     assert size < 2**20, f"{size / 2**20:.2f} MiB"
+
+
+# ----------------------------------------------------------------------------- fuzzing sample()
+
+from hypothesis import given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ODD = st.one_of(
+    st.integers(-3, 6),
+    st.sampled_from([0.0, 2.5, -1.0, math.nan, math.inf, -math.inf, 1e300, -(2**63)]),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["3", "", "abc", b"1", [1], (2,), {"n": 1}, 3 + 0j]),
+)
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.bool,
+           torch.complex64]  # fmt: skip
+
+
+@st.composite
+def _init(draw):
+    shape = tuple(draw(st.lists(st.integers(0, 3), min_size=0, max_size=3)))
+    dtype = draw(st.sampled_from(_DTYPES))
+    fill = draw(st.sampled_from([0.0, 1.0, -2.5, 1e4, 1e30, math.nan, math.inf]))
+    t = torch.full(shape, fill) if dtype.is_floating_point or dtype.is_complex else None
+    if t is None:
+        t = torch.zeros(shape, dtype=dtype)
+    else:
+        t = t.to(dtype)
+        if t.numel() and draw(st.booleans()):
+            t.view(-1)[0] = draw(st.sampled_from([math.nan, math.inf, 7.0]))
+    return t
+
+
+def _odd_energy(kind: str):
+    if kind == "quadratic":
+        return ENERGY
+    if kind == "nan-far":  # NaN away from the origin: proposals there must be rejected
+        return lambda x: torch.where(x.abs().sum(-1) > 1.5, math.nan, 0.5 * (x**2).sum(-1))
+    if kind == "scalar":
+        return lambda x: (x**2).sum()
+    if kind == "wrong-shape":
+        return lambda x: x**2
+    if kind == "int":
+        return lambda x: (x**2).sum(-1).long()
+    if kind == "not-a-tensor":
+        return lambda x: 1.0
+    return kind  # not callable
+
+
+_ARGS = {
+    "init": _init(),
+    "num_samples": _ODD,
+    "num_warmup": _ODD,
+    "thin": _ODD,
+    "generator": st.one_of(_ODD, st.integers(-(2**70), 2**70)),
+    "progress": _ODD,
+    "check": _ODD,
+    "adaptation": st.one_of(_ODD, st.sampled_from(["default", "none", "off"])),
+    "kernel": st.sampled_from(
+        [
+            "MALA",
+            None,
+            0.1,
+            MALA,
+            ENERGY,
+            MALA(1e-300),
+            MALA(1e30),
+            RandomWalk(1e30),
+            RandomWalk(1e-300),
+            ebmcmc.kernels.HMC(1e3, 3),
+            ebmcmc.kernels.Langevin(1e30),
+            ebmcmc.kernels.NUTS(1e-8),
+            ebmcmc.kernels.ChEES(1e4),
+        ]
+    ),  # fmt: skip
+    "energy": st.sampled_from(
+        [
+            "quadratic",
+            "nan-far",
+            "scalar",
+            "wrong-shape",
+            "int",
+            "not-a-tensor",
+            "raises-runtime",
+            "not callable",
+        ]
+    ),  # fmt: skip
+    "trace_fn": st.sampled_from(
+        [None, "x", 1, lambda s, i: None, lambda s, i: {}, lambda s, i: s.position.sum()]
+    ),  # fmt: skip
+}
+#: words an error about each argument must contain (one of them)
+_NAMES = {"kernel": ("kernel", "step_size")}  # a kernel's hyperparameter names the kernel
+
+
+@hsettings(max_examples=300)
+@given(arg=st.sampled_from(sorted(_ARGS)), data=st.data())
+def test_sample_fuzz_works_or_names_the_bad_argument(arg, data):
+    """One argument of a valid call replaced by an odd value (shapes, dtypes, odd numbers,
+    bools, strings, non-finite values): sample() works and gives a finite trace, or raises a
+    TypeError/ValueError whose message names that argument."""
+    kwargs = dict(energy=ENERGY, kernel=MALA(0.5), init=torch.zeros(3, 2), num_samples=4,
+                  num_warmup=2, thin=1, generator=0, progress=False)  # fmt: skip
+    value = data.draw(_ARGS[arg], label=arg)
+    if arg == "energy":
+        value = _odd_energy(value)
+    kwargs[arg] = value
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tr = ebmcmc.sample(**kwargs)
+    except (TypeError, ValueError) as err:
+        names = _NAMES.get(arg, (arg,))
+        if arg == "init" or arg == "energy":
+            names = ("init", "energy")  # the energy is judged at init: either may be meant
+        named = any(re.search(rf"\b{n}\b", str(err)) for n in names)
+        assert named, f"{arg}={value!r}: {type(err).__name__}: {err}"
+        return
+    # it worked: a real trace, finite everywhere
+    assert tr.num_chains >= 1 and tr.num_draws >= 1
+    for name, t in {**tr.variables, **tr.stats}.items():
+        if t.is_floating_point():
+            assert bool(torch.isfinite(t).all()), f"{arg}={value!r}: {name} is not finite"
+    assert bool(torch.isfinite(tr.final_state.position).all())

@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Read a trace saved with Trace.save (NetCDF) and write report.html (self-contained) "
             "and report.md (with PNGs) to --out: R-hat, ESS, divergences, acceptance, BFMI, "
-            "the summary table and trace/rank/ESS/autocorrelation/energy plots (every chain through "
-            "summaries, at most 16 drawn one by one)."
+            "the summary table and trace/rank/ESS/autocorrelation/energy plots (every chain "
+            "through summaries, at most 16 drawn one by one)."
         ),
     )
     g.add_argument("trace", help="path of a trace file written by ebmcmc.Trace.save")
