@@ -48,7 +48,8 @@ def _remove_stale(path: Path) -> list[Path]:
     """Remove the temporary files that killed writes to ``path`` left; returns them."""
     mine = re.compile(re.escape(path.name + TMP_TAG) + r"([0-9a-f]{8})\.(\d+)\.[A-Za-z0-9_]+")
     legacy = re.compile(re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
-    now, host, removed = time.time(), _host(), []
+    now, host = time.time(), _host()
+    removed: list[Path] = []
     try:
         candidates = [p for p in path.parent.iterdir() if p.name.startswith(path.name + ".")]
     except OSError:

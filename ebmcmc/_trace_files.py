@@ -167,8 +167,8 @@ def _check_open_file(f, path: Path, fmt: str) -> dict[str, Any]:
         ):
             continue  # how h5netcdf names the type of complex variables
         if not isinstance(obj, h5py.Dataset):
-            kind = type(obj).__name__.lower()
-            raise _refuse(path, f"{name!r} is a {kind}; a trace holds only datasets")
+            raise _refuse(path, f"{name!r} is a {type(obj).__name__.lower()}; a trace holds only "
+                                "datasets")  # fmt: skip
         _check_storage(obj, name, path)
         datasets[name] = obj
     scales = {n for n, d in datasets.items() if "CLASS" in d.attrs}
@@ -272,7 +272,7 @@ def _dims(d, path: Path, name: str, scales: set[str]) -> list[str]:
         dims.append(got[0])
     if name == "generator_state":
         lead: tuple[str, ...] = ()
-        expect = ("generator_state_dim",)
+        expect: tuple[str, ...] = ("generator_state_dim",)
     else:
         lead = ("chain", "draw") if name.split(".")[0] in ("var", "stat") else ()
         expect = lead + tuple(f"{name}_dim_{i}" for i in range(d.ndim - len(lead)))
