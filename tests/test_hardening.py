@@ -679,3 +679,28 @@ def test_sample_fuzz_works_or_names_the_bad_argument(arg, data):
         if t.is_floating_point():
             assert bool(torch.isfinite(t).all()), f"{arg}={value!r}: {name} is not finite"
     assert bool(torch.isfinite(tr.final_state.position).all())
+
+
+def test_atomic_write_flushes_the_data_before_the_rename(tmp_path, monkeypatch):
+    """The order that makes a write survive a power cut: the temporary file's data reach the
+    disk (fsync) before the rename publishes it, and the directory is synced after."""
+    import ebmcmc._files as files
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync-dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync-file")
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("replace")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    atomic_write(tmp_path / "t.nc", lambda tmp: Path(tmp).write_bytes(b"data"))
+    assert events[:2] == ["fsync-file", "replace"], events
+    if Path("/proc/self/fd").is_dir():
+        assert events[2:] == ["fsync-dir"], events
+    assert (tmp_path / "t.nc").read_bytes() == b"data"
