@@ -211,7 +211,8 @@ class Trace:
 
         Raises:
             FileNotFoundError: the file does not exist.
-            ValueError: the file is not an ebmcmc trace or is corrupt.
+            ValueError: the file is not an ebmcmc trace, is corrupt, or holds anything
+                :meth:`save` does not write (checked with h5py before anything is read).
 
         Example:
             >>> import torch, ebmcmc, tempfile, os
