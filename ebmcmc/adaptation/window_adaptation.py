@@ -217,6 +217,11 @@ class Adapter:
             ad = _LeafAdaptation(leaf.path, len(batch), pool, None, adapt_mass, [])
             if adapt_step:
                 s = per_chain(step, batch, st.energy, "step_size")
+                if not bool((s > 0).all()):  # e.g. 1e-300 in float32
+                    raise ValueError(
+                        f"step_size {step!r} is 0 in the chains' dtype {s.dtype}; give a step "
+                        "size that dtype can hold"
+                    )
                 s = s.clone() if not pool else ad.pooled(s)
                 init: float | Tensor = float(s) if s.ndim == 0 else s
                 assert target is not None

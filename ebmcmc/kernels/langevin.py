@@ -19,7 +19,15 @@ from torch import Tensor
 from ..energy import energy_and_grad
 from .base import Info, Kernel, State, inverse_mass
 from .integrators import langevin_euler, langevin_log_density
-from .proposal import as_factor, check_positive, metropolis, randn_like, sum_event, where_batch
+from .proposal import (
+    as_factor,
+    as_hyperparameter,
+    check_positive,
+    metropolis,
+    randn_like,
+    sum_event,
+    where_batch,
+)
 
 __all__ = ["Langevin", "MALA"]
 
@@ -57,7 +65,7 @@ class Langevin(Kernel):
 
     def __post_init__(self):
         check_positive("step_size", self.step_size)
-        ns = torch.as_tensor(self.noise_scale)
+        ns = as_hyperparameter("noise_scale", self.noise_scale)
         if not torch.isfinite(ns).all() or (ns < 0).any():
             raise ValueError(f"noise_scale must be finite and >= 0, got {self.noise_scale!r}")
         self._check_tensor_field("inverse_mass_matrix")

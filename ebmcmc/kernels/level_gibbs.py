@@ -9,16 +9,18 @@ the level exactly from ``p(t | x) = softmax_t(-E(x, t))`` over all ``num_levels`
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..energy import evaluate
 from ..energy import validate as _validate
 from .base import ChainState, Info, Kernel
-from .proposal import rand_batch
+from .proposal import as_hyperparameter, rand_batch
 
 __all__ = ["LevelGibbs", "LevelState", "LevelInfo", "AtLevel"]
 
@@ -169,18 +171,21 @@ class LevelGibbs(Kernel):
         if self.num_levels < 2:
             raise ValueError(f"num_levels must be an int >= 2, got {self.num_levels!r}")
         if self.step_sizes is not None:
-            s = torch.as_tensor(self.step_sizes)
+            s = as_hyperparameter("step_sizes", self.step_sizes)
             if s.shape != (self.num_levels,) or not torch.isfinite(s).all() or (s <= 0).any():
                 raise ValueError(
                     f"step_sizes must be {self.num_levels} finite positive numbers, got "
                     f"{self.step_sizes!r}"
                 )
-        if self.init_level is not None and not 0 <= int(self.init_level) < self.num_levels:
+        if self.init_level is not None and (
+            isinstance(self.init_level, bool)
+            or not isinstance(self.init_level, numbers.Integral)
+            or not 0 <= self.init_level < self.num_levels
+        ):
             raise ValueError(
-                f"init_level must lie in [0, {self.num_levels}), got {self.init_level}"
+                f"init_level must be an int in [0, {self.num_levels}), got {self.init_level!r}"
             )
-        if int(self.event_ndim) < 0:
-            raise ValueError("event_ndim must be >= 0")
+        check_int("event_ndim", self.event_ndim, 0)
         n = self.inner_steps
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"inner_steps must be an int >= 1, got {n!r}")
