@@ -8,6 +8,8 @@
                                                          # the Gaussian, ChEES with a diagonal
                                                          # metric on gaussian100
     python benchmarks/peers/measure.py --out DIR         # default benchmarks/peers/results/
+    python benchmarks/peers/measure.py --jobs '[{"target": "blr", "sampler": "blackjax_chees",
+        "chees_mass_matrix": "diagonal"}]' --append      # given jobs, added to the tables
 
 Writes ``jax_peers.json`` (every runner result, without the per-coordinate lists trimmed) and
 ``jax_peers.md`` (one table row per run) to ``--out``. This is the JAX half of the sampler
@@ -36,6 +38,7 @@ EXTRA = [
     {"target": "gaussian", "sampler": "blackjax_nuts", "chains": 1024},
     {"target": "gaussian", "sampler": "numpyro_nuts", "chains": 1024},
     {"target": "gaussian100", "sampler": "blackjax_chees", "chees_mass_matrix": "diagonal"},
+    {"target": "blr", "sampler": "blackjax_chees", "chees_mass_matrix": "diagonal"},
 ]
 
 HEADER = (
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-extra", action="store_true", help="only the variants")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (checks that it runs)")
+    ap.add_argument("--jobs", help="a JSON list of jobs to run instead of the matrix")
+    ap.add_argument("--append", action="store_true", help="add to the existing results")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
 
@@ -83,12 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if args.extra or args.only_extra:
         jobs += EXTRA
+    if args.jobs:
+        jobs = json.loads(args.jobs)
     sizes = common.SMOKE_SIZES if args.smoke else {}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "jax_peers_smoke" if args.smoke else "jax_peers"
     results, lines = [], []
     start = _dt.datetime.now().isoformat(timespec="seconds")
     load0 = os.getloadavg()
+    if args.append and (args.out / f"{stem}.json").exists():
+        old = json.loads((args.out / f"{stem}.json").read_text())
+        results = old["runs"]
+        lines = [row(r) for r in results]
+        start = old["meta"]["started"]
+        load0 = tuple(old["meta"]["load_average_start"])
     for spec in jobs:
         job = {**spec, "dtype": args.dtype, **sizes}
         label = f"{job['target']} / {job['sampler']} / {job.get('chains', 'default')} chains"
