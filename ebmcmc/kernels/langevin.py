@@ -22,6 +22,7 @@ from .base import Info, Kernel, State, inverse_mass
 from .integrators import langevin_euler, langevin_reverse_term
 from .proposal import (
     as_factor,
+    as_hyperparameter,
     check_positive,
     metropolis_clean,
     randn_like,
@@ -65,7 +66,7 @@ class Langevin(Kernel):
 
     def __post_init__(self):
         check_positive("step_size", self.step_size)
-        ns = torch.as_tensor(self.noise_scale)
+        ns = as_hyperparameter("noise_scale", self.noise_scale)
         if not torch.isfinite(ns).all() or (ns < 0).any():
             raise ValueError(f"noise_scale must be finite and >= 0, got {self.noise_scale!r}")
         self._check_tensor_field("inverse_mass_matrix")
@@ -132,6 +133,8 @@ class MALA(Kernel):
         inv_m = inverse_mass(self.inverse_mass_matrix, x)
         noise = randn_like(x, generator)
         consts = _float_step_constants(self.step_size, x) if inv_m is None else None
+        eps: float | Tensor
+        four_eps: float | Tensor
         if consts is not None:
             # a float step size: 0-dim tensors made once instead of a Python number wrapped
             # into a tensor by every operation (the same numbers: see _float_step_constants)
@@ -189,16 +192,16 @@ def _float_step_constants(step, x: Tensor) -> tuple[Tensor, Tensor, Tensor] | No
     ):
         return None
     key = (step, x.dtype)
-    found = _STEP_CONSTANTS.get(key, False)
-    if found is False:  # first met: remember it
+    if key not in _STEP_CONSTANTS:  # first met: remember it
         if len(_STEP_CONSTANTS) >= 64:
             _STEP_CONSTANTS.clear()
         _STEP_CONSTANTS[key] = None
         return None
+    found = _STEP_CONSTANTS[key]
     if found is None:  # met again: make the tensors
         with torch.inference_mode(False):  # usable in any mode later
-            found = tuple(
+            eps, scale, four_eps = (
                 torch.tensor(v, dtype=x.dtype) for v in (step, math.sqrt(2 * step), 4 * step)
             )
-        _STEP_CONSTANTS[key] = found  # type: ignore[assignment]
+        found = _STEP_CONSTANTS[key] = (eps, scale, four_eps)
     return found

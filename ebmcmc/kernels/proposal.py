@@ -18,6 +18,7 @@ from torch import Tensor
 from ..energy import energy_and_grad, evaluate
 
 __all__ = [
+    "as_hyperparameter",
     "check_positive",
     "per_chain",
     "expand_event",
@@ -37,6 +38,26 @@ __all__ = [
 S = TypeVar("S")
 
 
+def as_hyperparameter(name: str, value, dtype: torch.dtype | None = None) -> Tensor:
+    """A hyperparameter (a number or a tensor) as a tensor, or a ``TypeError`` naming it.
+
+    Bools, bool tensors, strings, complex numbers and anything torch cannot read are refused.
+
+    Example:
+        >>> as_hyperparameter("noise_scale", 0.5)
+        tensor(0.5000)
+    """
+    if value is None or isinstance(value, bool | str | bytes):
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}")
+    try:
+        t = torch.as_tensor(value, dtype=dtype) if dtype is not None else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be a real number or tensor, got a {t.dtype} tensor")
+    return t
+
+
 def check_positive(name: str, value) -> None:
     """Raise ``ValueError`` unless ``value`` (scalar or tensor) is finite and ``> 0``.
 
@@ -54,13 +75,8 @@ def check_positive(name: str, value) -> None:
         if not (value > 0 and value != float("inf")):
             raise ValueError(f"{name} must be finite and > 0, got {value!r}")
         return
-    try:
-        v = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be a number or a tensor, got {value!r}") from None
-    if v.dtype == torch.bool:
-        raise TypeError(f"{name} must be a number or a tensor, got a bool tensor")
-    if v.is_floating_point() or v.is_complex():
+    v = as_hyperparameter(name, value)
+    if v.is_floating_point():
         ok = bool(torch.isfinite(v).all()) and bool((v > 0).all())
     else:
         ok = bool((v > 0).all())
