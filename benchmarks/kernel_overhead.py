@@ -7,7 +7,10 @@ Measures the process CPU time of one step of:
   point (``x.detach().requires_grad_(True)``, the energy, ``torch.autograd.grad`` of its sum),
   the least any gradient-based step must cost; the two alternate in the same process (three
   rounds each of 10 × ``--steps`` steps, averaged, after a full garbage collection),
-* ``mala-1024``: MALA on the banana, 1,024 chains,
+* ``mala-1024``: MALA on the banana, 1,024 chains, and ``mala-1024-checked``, the same with
+  ``sample``'s end-of-run convergence check (rank R-hat of every recorded coordinate,
+  divergences, stuck chains; the other rows run with ``check=False`` where ``sample`` has it,
+  so they time the steps; revisions without the check run the same code in both rows),
 * ``hmc10-1024``: HMC with 10 leapfrog steps on the banana, 1,024 chains,
 * ``mala-mlp``: MALA on an MLP energy 3072 → 256 → 256 → 1 (SiLU), 128 chains, float32, beside
   ``hand-mlp``, a hand-written MALA loop doing the same math on the same network (the
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import statistics
@@ -48,7 +52,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("mala-1chain", "energy+grad-1chain", "mala-1024", "hmc10-1024", "mala-mlp", "hand-mlp")
+CASES = (
+    "mala-1chain",
+    "energy+grad-1chain",
+    "mala-1024",
+    "mala-1024-checked",
+    "hmc10-1024",
+    "mala-mlp",
+    "hand-mlp",
+)
 #: derived rows: name -> (case, minus case), one difference per repeat
 DERIVED = {"overhead-1chain": ("mala-1chain", "energy+grad-1chain")}
 
@@ -75,9 +87,15 @@ def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
     x1024 = torch.randn(1024, 2, generator=torch.Generator().manual_seed(0))
     out: dict[str, float] = {}
 
-    def run(energy, kernel, x, trace_fn=None):
+    # the per-step rows leave out the end-of-run convergence check (``check=False`` where
+    # ``sample`` has one); ``mala-1024-checked`` keeps it, so its ratio shows the whole cost
+    has_check = "check" in inspect.signature(ebmcmc.sample).parameters
+    unchecked = {"check": False} if has_check else {}
+
+    def run(energy, kernel, x, trace_fn=None, **kw):
+        kw = {**unchecked, **kw}
         return lambda n: ebmcmc.sample(energy, kernel, x, n, generator=0, progress=False,
-                                       adaptation=None, trace_fn=trace_fn)  # fmt: skip
+                                       adaptation=None, trace_fn=trace_fn, **kw)  # fmt: skip
 
     def energy_grad(n: int):  # the bare evaluation a MALA step cannot do without
         for _ in range(n):
@@ -98,6 +116,9 @@ def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
         out["mala-1chain"], out["energy+grad-1chain"] = statistics.mean(m1), statistics.mean(eg1)
     if "mala-1024" in want:
         out["mala-1024"] = per_step(run(banana, MALA(0.05), x1024), steps)
+    if "mala-1024-checked" in want:
+        checked = {"check": True} if has_check else {}
+        out["mala-1024-checked"] = per_step(run(banana, MALA(0.05), x1024, **checked), steps)
     if "hmc10-1024" in want:
         out["hmc10-1024"] = per_step(run(banana, HMC(0.05, 10), x1024), max(2, steps // 5))
     if not want & {"mala-mlp", "hand-mlp"}:

@@ -43,18 +43,19 @@ def _rank_normal(x: Tensor) -> Tensor:
     c, d, k = x.shape
     flat = x.reshape(c * d, k)
     s = flat.shape[0]
-    order = torch.argsort(flat, dim=0, stable=True)
-    ranks = torch.empty_like(flat)
+    sorted_vals, order = torch.sort(flat, dim=0, stable=True)
     pos = torch.arange(1, s + 1, dtype=flat.dtype, device=flat.device).unsqueeze(1).expand(s, k)
-    ranks.scatter_(0, order, pos)
-    # average ranks over ties (ArviZ uses scipy.stats.rankdata's "average")
-    sorted_vals = torch.gather(flat, 0, order)
-    if bool((sorted_vals[1:] == sorted_vals[:-1]).any()):
-        for j in range(k):
-            v, inv, counts = torch.unique(flat[:, j], return_inverse=True, return_counts=True)
-            first = torch.cumsum(counts, 0) - counts + 1
-            avg = first.to(flat.dtype) + (counts.to(flat.dtype) - 1) / 2
-            ranks[:, j] = avg[inv]
+    # average ranks over ties (ArviZ uses scipy.stats.rankdata's "average"): each run of equal
+    # sorted values gets the mean of its first and last positions (MALA's rejections repeat
+    # values, so ties are the rule, not the exception)
+    differs = sorted_vals[1:] != sorted_vals[:-1]
+    edge = torch.ones(1, k, dtype=torch.bool, device=flat.device)
+    starts = torch.cat([edge, differs])
+    ends = torch.cat([differs, edge])
+    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(0).values
+    last = torch.where(ends, pos, torch.full_like(pos, s + 1)).flip(0).cummin(0).values.flip(0)
+    ranks = torch.empty_like(flat)
+    ranks.scatter_(0, order, (first + last) / 2)
     p = (ranks - 0.375) / (s + 0.25)
     z = math.sqrt(2.0) * torch.erfinv(2 * p - 1)
     return z.reshape(c, d, k)
