@@ -17,6 +17,7 @@ from .contrastive import (
     ShortRunML,
     uniform_noise,
 )
+from .cooperative import CooperativeRecoveryLikelihood, guided
 from .recovery import DiffusionRecoveryLikelihood, RecoveryEnergy
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "LossOutput",
     "DiffusionRecoveryLikelihood",
     "RecoveryEnergy",
+    "CooperativeRecoveryLikelihood",
+    "guided",
     "ContrastiveDivergence",
     "ShortRunML",
     "PersistentContrastiveDivergence",
