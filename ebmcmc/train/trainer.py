@@ -302,35 +302,6 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
 
-    def _param_groups(self, model: torch.nn.Module) -> tuple[list[dict], list[tuple[int, int]]]:
-        """The optimizer's parameter groups (the default group first, when it has any
-        parameters) and each group's ``(warmup_steps, warmup_offset)``."""
-        c = self.config
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        taken: set[int] = set()
-        groups: list[dict] = []
-        warmups: list[tuple[int, int]] = []
-        self._group_names: list[str] = []
-        for g in c.param_groups:
-            params = [p for n, p in named if n.startswith(g.prefix) and id(p) not in taken]
-            if not params:
-                raise ValueError(f"parameter group {g.prefix!r} matches no trainable parameter")
-            taken.update(id(p) for p in params)
-            d: dict = {"params": params, "decoupled_weight_decay": g.decoupled_weight_decay}
-            for key in ("lr", "betas", "weight_decay"):
-                if getattr(g, key) is not None:
-                    d[key] = getattr(g, key)
-            groups.append(d)
-            warm = c.warmup_steps if g.warmup_steps is None else g.warmup_steps
-            warmups.append((warm, g.warmup_offset))
-            self._group_names.append(g.prefix.rstrip("."))
-        rest = [p for _, p in named if id(p) not in taken]
-        if rest or not groups:
-            groups.insert(0, {"params": rest})
-            warmups.insert(0, (c.warmup_steps, 0))
-            self._group_names.insert(0, "")
-        return groups, warmups
-
     # ------------------------------------------------------------------ one step
     def _batch(self) -> tuple[Tensor, Tensor | None]:
         n = self.data.shape[0]
@@ -371,6 +342,35 @@ class Trainer:
             pe.mul_(d).add_(p.detach(), alpha=1 - d)
         for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
             be.copy_(b)
+
+    def _param_groups(self, model: torch.nn.Module) -> tuple[list[dict], list[tuple[int, int]]]:
+        """The optimizer's parameter groups (the default group first, when it has any
+        parameters) and each group's ``(warmup_steps, warmup_offset)``."""
+        c = self.config
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        taken: set[int] = set()
+        groups: list[dict] = []
+        warmups: list[tuple[int, int]] = []
+        self._group_names: list[str] = []
+        for g in c.param_groups:
+            params = [p for n, p in named if n.startswith(g.prefix) and id(p) not in taken]
+            if not params:
+                raise ValueError(f"parameter group {g.prefix!r} matches no trainable parameter")
+            taken.update(id(p) for p in params)
+            d: dict = {"params": params, "decoupled_weight_decay": g.decoupled_weight_decay}
+            for key in ("lr", "betas", "weight_decay"):
+                if getattr(g, key) is not None:
+                    d[key] = getattr(g, key)
+            groups.append(d)
+            warm = c.warmup_steps if g.warmup_steps is None else g.warmup_steps
+            warmups.append((warm, g.warmup_offset))
+            self._group_names.append(g.prefix.rstrip("."))
+        rest = [p for _, p in named if id(p) not in taken]
+        if rest or not groups:
+            groups.insert(0, {"params": rest})
+            warmups.insert(0, (c.warmup_steps, 0))
+            self._group_names.insert(0, "")
+        return groups, warmups
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step; returns the logged figures.
