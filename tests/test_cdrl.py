@@ -105,6 +105,7 @@ def _hand_loss(model, x, seed, K, variance_reduction=True):
         eps2 = torch.randn(x.shape, generator=g, dtype=x.dtype)
         x_t = col("as_t").sqrt() * x_tm1 + col("sigma") * eps2
     pos = f(x_tm1 * col("as_mul").sqrt(), lower)
+    torch.randint(0, 2**62, (1,), generator=g)  # the seed of the initializer's dropout
     y0 = model.initializer(x_t, t) + torch.sqrt(col("beta_tilde") * col("as_mul")) * torch.randn(
         x.shape, generator=g, dtype=x.dtype
     )
@@ -363,3 +364,25 @@ def test_real_networks_any_recovery_schedule_and_validation():
     assert est.state_dict() == {}
     f = est.marginal_energy(model, 0)
     assert f(torch.zeros(3, 2)).shape == (3,)
+
+
+def test_initializer_dropout_draws_from_the_generator_not_the_global_one():
+    torch.manual_seed(0)
+    init = CDRLInitializerMLP(2, hidden=16, dropout=0.5)
+    with torch.no_grad():  # a live residual path, so dropout shows in the output
+        init.lin_out.weight.normal_()
+        for b in init.blocks:
+            b.lin2.weight.normal_()
+    model = CooperativeModel(CDRLEnergyMLP(2, hidden=8), init).train()
+    est = CooperativeRecoveryLikelihood(proposal_noise=False)
+    x, t = torch.randn(6, 2, generator=_g()), torch.tensor([0, 1, 2, 3, 4, 5])
+    state = torch.get_rng_state()
+    a = est.propose(model, t, x, _g(1))
+    b = est.propose(model, t, x, _g(1))
+    c = est.propose(model, t, x, _g(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
+    model.eval()  # no dropout, no draw
+    g = _g(3)
+    est.propose(model, t, x, g)
+    assert torch.equal(g.get_state(), _g(3).get_state())

@@ -99,6 +99,26 @@ def _eval_mode(module, on: bool = True) -> Iterator[None]:
         module.train(was)
 
 
+@contextlib.contextmanager
+def _module_rng(module, generator, device: torch.device) -> Iterator[None]:
+    """Inside the block, PyTorch's global generator (which dropout layers draw from) on
+    ``device`` is seeded from ``generator`` and restored afterwards, so a network in training
+    mode draws its dropout masks from the estimator's generator: runs are reproducible from
+    the trainer's seed and resume exactly. Nothing happens for modules in eval mode or without
+    a generator."""
+    if generator is None or not getattr(module, "training", False):
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def _networks(model) -> tuple:
     energy = getattr(model, "energy", None)
     init = getattr(model, "initializer", None)
@@ -292,6 +312,10 @@ class CooperativeRecoveryLikelihood(Estimator):
     ) -> Tensor:
         """The initializer's noisy proposal ``y0 = g(x_{t+1}, t+1) + proposal_std[t] xi``.
 
+        An initializer in training mode draws its dropout masks from a seed taken from
+        ``generator`` (PyTorch's global generator is seeded for the call and restored), so
+        training is reproducible and resumes exactly.
+
         Args:
             model: a model with an ``initializer``.
             t: the lower levels ``(batch,)``.
@@ -305,7 +329,8 @@ class CooperativeRecoveryLikelihood(Estimator):
         """
         _, init = _networks(model)
         g = guided(init, labels, self.null_label, guidance)
-        mean = g(x_next, t + 1)
+        with _module_rng(init, generator, x_next.device):
+            mean = g(x_next, t + 1)
         if not self.proposal_noise:
             return mean
         xi = torch.randn(
