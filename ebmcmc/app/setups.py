@@ -201,7 +201,7 @@ def _seeded(seed: int):
         yield
 
 
-def _renamed_k(value: int, deprecated: dict, where: str) -> int:
+def _renamed_k(value: int | None, deprecated: dict, where: str) -> int | None:
     if not deprecated:
         return value
     new = pop_renamed(deprecated, {"K": "num_langevin_steps"}, where)

@@ -170,8 +170,9 @@ class CooperativeRecoveryLikelihood(Estimator):
         sampler_eval_mode: run the refinement chain and the negative energies with the energy
             network in eval mode (the paper's code: spectral-norm power iterations then run once
             per training step, on the positive energies); ``False`` keeps the caller's mode.
-        metropolis, jump_every: passed to the inner :class:`DiffusionRecoveryLikelihood`
-            sampler (not in the paper; off by default).
+        metropolis: MALA instead of unadjusted Langevin in the inner
+            :class:`DiffusionRecoveryLikelihood` sampler (not in the paper; off).
+        jump_every: the inner sampler's tether jumps (not in the paper; 0, off).
 
     Attributes:
         recovery: the inner :class:`DiffusionRecoveryLikelihood`, whose recovery energy and
@@ -320,8 +321,10 @@ class CooperativeRecoveryLikelihood(Estimator):
             model: a model with an ``initializer``.
             t: the lower levels ``(batch,)``.
             x_next: ``x_{t+1}``, ``(batch, *event)``.
-            labels, guidance: class labels and the guidance weight ``w`` (the initializer's
-                mean becomes ``(1 + w) g(., y) - w g(., null)``).
+            generator: random generator (the proposal noise, the initializer's dropout).
+            labels: class labels ``(batch,)`` of a class-conditional model, or ``None``.
+            guidance: the guidance weight ``w`` (the initializer's mean becomes
+                ``(1 + w) g(., y) - w g(., null)``).
 
         Returns:
             ``y0`` of ``x_next``'s shape (with the initializer's graph; detach it to start a

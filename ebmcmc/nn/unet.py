@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,11 @@ class _Attention(nn.Module):
         w = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c // self.heads), dim=-1)
         out = (v @ w.transpose(1, 2)).reshape(b, c, hh, ww)
         return self.out(out) + x
+
+
+def _pairs(stages: nn.ModuleList) -> list[tuple[_Block, nn.Module]]:
+    """The ``(block, attention or identity)`` pairs of a path built in ``CDRLUNet.__init__``."""
+    return [(cast(_Block, p[0]), p[1]) for p in cast(list[nn.ModuleList], list(stages))]
 
 
 class CDRLUNet(nn.Module):
@@ -250,12 +256,11 @@ class CDRLUNet(nn.Module):
             temb = temb + self.label_map(onehot)
         h = self.conv_in(x)
         hs = [h]
-        for blk, at in self.down:  # type: ignore[misc]  # pairs built in __init__
+        for blk, at in _pairs(self.down):
             h = at(blk(h, temb))
             hs.append(h)
-        b1, a, b2 = self.mid  # type: ignore[misc]
-        h = b2(a(b1(h, temb)), temb)
-        for blk, at in self.up:  # type: ignore[misc]
+        h = self.mid[2](self.mid[1](self.mid[0](h, temb)), temb)
+        for blk, at in _pairs(self.up):
             if blk.resample == "up":
                 h = blk(h, temb)
             else:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ class ParamGroup:
         if self.weight_decay is not None and not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.betas is not None:
-            self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+            self.betas = (float(self.betas[0]), float(self.betas[1]))
 
 
 @dataclass
@@ -383,8 +384,9 @@ class Trainer:
         batch, labels = self._batch()
         if labels is None:
             out = self.estimator.loss(self.model, batch, self.generator)
-        else:
-            out = self.estimator.loss(self.model, batch, self.generator, labels=labels)
+        else:  # a class-conditional estimator's loss takes the labels
+            loss_fn: Callable[..., Any] = self.estimator.loss
+            out = loss_fn(self.model, batch, self.generator, labels=labels)
         loss = out.loss
         if not torch.isfinite(loss):
             raise FloatingPointError(
