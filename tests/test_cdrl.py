@@ -386,3 +386,34 @@ def test_initializer_dropout_draws_from_the_generator_not_the_global_one():
     g = _g(3)
     est.propose(model, t, x, g)
     assert torch.equal(g.get_state(), _g(3).get_state())
+
+
+def test_setups_build_cdrl_with_its_own_defaults_and_pass_options_through():
+    from ebmcmc.app.setups import CDRLToySetup, digits_setup, toy_setup
+
+    s = toy_setup("cdrl", hidden=16)
+    assert isinstance(s, CDRLToySetup) and isinstance(s.model, CooperativeModel)
+    est = s.estimator
+    assert isinstance(est, CooperativeRecoveryLikelihood)
+    assert est.num_langevin_steps == 8 and est.recovery.b2 == 4e-4 and est.recovery.jump_every == 0
+    torch.testing.assert_close(est.loss_weight, CDRLSchedule(6).loss_weight)
+    assert s.config.batch_size == 128 and s.config.param_groups[0].prefix == "initializer."
+    assert s.scale == 2.0 and s.noise_std == pytest.approx(2 * float(CDRLSchedule().sigma_bar[0]))
+    s2 = toy_setup("cdrl", hidden=16, num_langevin_steps=3, b2=1e-3, loss_weight="likelihood",
+                   jump_every=2, lr=5e-4, batch_size=32, scale=1.5, levels=4)  # fmt: skip
+    e2 = s2.estimator
+    assert e2.num_langevin_steps == 3 and e2.recovery.b2 == 1e-3 and e2.recovery.jump_every == 2
+    assert e2.schedule.num_levels == 4 and s2.config.lr == 5e-4 and s2.config.batch_size == 32
+    assert s2.scale == 1.5
+    x = torch.randn(5, 2, generator=_g())
+    assert s.energy(x).shape == (5,) and s.chain_energy()(x).shape == (5,)
+    assert s.chain_kernel().step_size == pytest.approx(float(est.step_sizes[0]) ** 2 / 2)
+    assert s.generate(4, _g()).shape == (4, 2)
+    # the DRL set-up keeps its defaults
+    d = toy_setup("drl", hidden=16).estimator
+    assert d.num_langevin_steps == 30 and d.b2 == 4e-3 and d.jump_every == 1
+    dg = digits_setup("cdrl", hidden=16)
+    assert dg.dim == 64 and dg.clip == (-1.0, 1.0) and dg.estimator.num_langevin_steps == 15
+    assert dg.config.param_groups[0].lr == pytest.approx(dg.config.lr / 10)
+    assert dg.generate(3, _g()).shape == (3, 64)
+    assert digits_setup("drl", hidden=16).estimator.b2 == 2e-4
