@@ -389,7 +389,8 @@ def test_initializer_dropout_draws_from_the_generator_not_the_global_one():
 
 
 def test_setups_build_cdrl_with_its_own_defaults_and_pass_options_through():
-    from ebmcmc.app.setups import CDRLToySetup, digits_setup, toy_setup
+    from ebmcmc.app.setups import digits_setup, toy_setup
+    from ebmcmc.app.setups_cdrl import CDRLToySetup
 
     s = toy_setup("cdrl", hidden=16)
     assert isinstance(s, CDRLToySetup) and isinstance(s.model, CooperativeModel)

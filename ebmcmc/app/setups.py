@@ -26,7 +26,8 @@ Level ``t``'s density is ``p(x_t) ∝ exp(-E(a'_{t+1} x_t, t) / s_t^2)``
 (:meth:`~ebmcmc.estimators.DiffusionRecoveryLikelihood.marginal_energy`); level 0 is the data
 with ``sigma_bar_0 = 0.01`` (scaled units) of Gaussian noise.
 
-**CDRL** (:func:`toy_setup` / :func:`digits_setup` with ``"cdrl"``; cooperative DRL,
+**CDRL** (:func:`toy_setup` / :func:`digits_setup` with ``"cdrl"``, built in
+:mod:`ebmcmc.app.setups_cdrl`; cooperative DRL,
 :class:`~ebmcmc.estimators.CooperativeRecoveryLikelihood`): a
 :class:`~ebmcmc.nn.CooperativeModel` of the DRL set-up's energy network and a
 :class:`~ebmcmc.nn.CDRLInitializerMLP` (2 blocks, as wide as the energy), the paper's log-SNR
@@ -64,10 +65,9 @@ import torch
 from torch import Tensor
 
 from .._deprecation import pop_renamed
-from ..diffusion import CDRLSchedule, DRLSchedule
+from ..diffusion import DRLSchedule
 from ..estimators import (
     ContrastiveDivergence,
-    CooperativeRecoveryLikelihood,
     DiffusionRecoveryLikelihood,
     PersistentContrastiveDivergence,
     ShortRunML,
@@ -75,10 +75,10 @@ from ..estimators import (
 )
 from ..estimators.base import Estimator
 from ..kernels import Langevin
-from ..nn import CDRLInitializerMLP, CooperativeModel, TimeMLP
-from ..train import ParamGroup, TrainConfig
+from ..nn import TimeMLP
+from ..train import TrainConfig
 
-__all__ = ["ESTIMATORS", "ToySetup", "CDRLToySetup", "toy_setup", "digits_setup"]
+__all__ = ["ESTIMATORS", "ToySetup", "toy_setup", "digits_setup"]
 
 #: the estimators a toy set-up can use
 ESTIMATORS = ("drl", "cd", "short-run", "pcd", "cdrl")
@@ -278,7 +278,9 @@ def toy_setup(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if estimator == "cdrl":
-        return _cdrl_toy_setup(
+        from .setups_cdrl import cdrl_toy_setup
+
+        return cdrl_toy_setup(
             scale=2.0 if scale is None else scale, levels=levels,
             steps=8 if num_langevin_steps is None else num_langevin_steps,
             b2=4e-4 if b2 is None else b2, loss_weight=loss_weight or "paper",
@@ -401,7 +403,9 @@ def digits_setup(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if estimator == "cdrl":
-        return _cdrl_digits_setup(
+        from .setups_cdrl import cdrl_digits_setup
+
+        return cdrl_digits_setup(
             levels=6 if levels is None else levels,
             steps=15 if num_langevin_steps is None else num_langevin_steps,
             b2=4e-4 if b2 is None else b2, loss_weight=loss_weight, hidden=hidden,
@@ -435,93 +439,3 @@ def digits_setup(
         )
     return ToySetup(estimator, model, est, config, 1.0, noise_std, step_size, sample_steps,
                     dim=64, noise_range=(-1.0, 1.0), clip=(-1.0, 1.0))  # fmt: skip
-
-
-# --------------------------------------------------------------------------- CDRL
-
-
-class CDRLToySetup(ToySetup):
-    """A :class:`ToySetup` for CDRL: :attr:`model` is a :class:`~ebmcmc.nn.CooperativeModel`.
-
-    :meth:`energy` and :meth:`chain_energy` are the energy network's level-0 marginal (as for
-    DRL), :meth:`chain_kernel` unadjusted Langevin at level 0's step, and :meth:`generate`
-    CDRL's sampler (initializer proposals, ``K`` Langevin steps per level, the Tweedie step).
-
-    Example:
-        >>> s = toy_setup("cdrl", hidden=16, num_langevin_steps=2)
-        >>> s.generate(4, torch.Generator().manual_seed(0)).shape
-        torch.Size([4, 2])
-    """
-
-    def _cdrl(self) -> CooperativeRecoveryLikelihood:
-        assert isinstance(self.estimator, CooperativeRecoveryLikelihood)
-        return self.estimator
-
-    def energy(self, x: Tensor, model: torch.nn.Module | None = None) -> Tensor:
-        """The energy network's level-0 marginal energy of points in data units."""
-        m = self.model if model is None else model
-        return self._cdrl().marginal_energy(m, 0)(x / self.scale)
-
-    def chain_energy(self, model: torch.nn.Module | None = None):
-        """Level 0's marginal energy (scaled units), for long runs."""
-        m = self.model if model is None else model
-        return self._cdrl().marginal_energy(m, 0)
-
-    def chain_kernel(self) -> Langevin:
-        """Unadjusted Langevin at level 0's step ``s_0^2 / 2`` (no tether)."""
-        return Langevin(step_size=float(self._cdrl().step_sizes[0]) ** 2 / 2)
-
-    @torch.no_grad()
-    def generate(self, n: int, generator=None, model: torch.nn.Module | None = None) -> Tensor:
-        """``n`` samples in data units from CDRL's sampler."""
-        m = self.model if model is None else model
-        x = self._cdrl().generate(m, (n, self.dim), generator, clip=self.clip)
-        return x * self.scale
-
-
-def _cdrl_config(lr: float, init_lr: float, warmup: int, batch_size: int,
-                 decay_at: int | None) -> TrainConfig:  # fmt: skip
-    """Adam (betas 0.5, 0.999) in two groups, the initializer's at ``init_lr``, each clipped
-    at 1; EMA 0.99; lr x 0.2 at ``decay_at``; checkpoints every 200 steps."""
-    return TrainConfig(
-        lr=lr, betas=(0.5, 0.999), warmup_steps=warmup, grad_clip=1.0, ema_decay=0.99,
-        batch_size=batch_size, checkpoint_every=200, decay_at=decay_at, decay_factor=0.2,
-        param_groups=(ParamGroup("initializer.", lr=init_lr),),
-    )  # fmt: skip
-
-
-def _cdrl_toy_setup(*, scale: float, levels: int, steps: int, b2: float, loss_weight: str,
-                    jump_every: int, hidden: int, layers: int, fourier_features: int,
-                    fourier_scale: float, lr: float, batch_size: int, decay_at: int | None,
-                    seed: int) -> ToySetup:  # fmt: skip
-    """CDRL on a 2-D toy (the module docstring's configuration)."""
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
-    schedule = CDRLSchedule(levels)
-    with _seeded(seed):
-        energy = TimeMLP(2, hidden=hidden, num_layers=layers, num_levels=levels,
-                         fourier_features=fourier_features, fourier_scale=fourier_scale,
-                         fourier_seed=seed, zero_output=fourier_features > 0)  # fmt: skip
-        init = CDRLInitializerMLP(2, hidden=hidden, num_blocks=2, logsnr=schedule.logsnr)
-    est = CooperativeRecoveryLikelihood(schedule, num_langevin_steps=steps, step_size_b2=b2,
-                                        loss_weight=loss_weight, jump_every=jump_every)  # fmt: skip
-    noise_std = float(schedule.sigma_bar[0]) * scale
-    return CDRLToySetup("cdrl", CooperativeModel(energy, init), est,
-                        _cdrl_config(lr, lr, 20, batch_size, decay_at), float(scale), noise_std,
-                        0.0, 0)  # fmt: skip
-
-
-def _cdrl_digits_setup(*, levels: int, steps: int, b2: float, loss_weight: str, hidden: int,
-                       layers: int, lr: float, batch_size: int, decay_at: int | None,
-                       seed: int) -> ToySetup:  # fmt: skip
-    """CDRL on the 8 x 8 digits (the module docstring's configuration)."""
-    schedule = CDRLSchedule(levels)
-    with _seeded(seed):
-        energy = TimeMLP(64, hidden=hidden, num_layers=layers, num_levels=levels)
-        init = CDRLInitializerMLP(64, hidden=hidden, num_blocks=2, logsnr=schedule.logsnr)
-    est = CooperativeRecoveryLikelihood(schedule, num_langevin_steps=steps, step_size_b2=b2,
-                                        loss_weight=loss_weight)  # fmt: skip
-    return CDRLToySetup("cdrl", CooperativeModel(energy, init), est,
-                        _cdrl_config(lr, lr / 10, 100, batch_size, decay_at), 1.0,
-                        float(schedule.sigma_bar[0]), 0.0, 0, dim=64, noise_range=(-1.0, 1.0),
-                        clip=(-1.0, 1.0))  # fmt: skip
