@@ -50,6 +50,8 @@ class Energy(Protocol):
 def _check_batch_shape(e: Tensor, x: Tensor, name: str = "energy") -> None:
     if not isinstance(e, Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(e).__name__}")
+    if not e.is_floating_point():
+        raise TypeError(f"{name} must return a floating-point tensor, got dtype {e.dtype}")
     nb = e.ndim
     if nb > x.ndim or tuple(x.shape[:nb]) != tuple(e.shape):
         raise ValueError(
@@ -127,7 +129,9 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
         The energies at ``x``, shape ``batch``.
 
     Raises:
-        ValueError: if the output is not of the batch shape or not finite everywhere.
+        TypeError: if the output is not a floating-point tensor.
+        ValueError: if the output is not of the batch shape, is empty (no chains) or is not
+            finite everywhere.
 
     Example:
         >>> import torch
@@ -141,6 +145,11 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains non-finite values")
     e = evaluate(energy, x)
+    if e.numel() == 0:
+        raise ValueError(
+            f"{name} holds no chains: the energy's batch shape is {tuple(e.shape)} for {name} "
+            f"of shape {tuple(x.shape)}"
+        )
     if not torch.isfinite(e).all():
         bad = (~torch.isfinite(e)).sum().item()
         raise ValueError(

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._checks import check_flag
 from ._random import make_generator
 from .adaptation import WindowAdaptation
 from .convergence import check_run
@@ -177,6 +178,11 @@ def sample(
     thin = _check_int("thin", thin, 1)
     if not callable(energy):
         raise TypeError("energy must be callable")
+    if trace_fn is not None and not callable(trace_fn):
+        raise TypeError(
+            f"trace_fn must be callable (state, info) -> Tensor or dict, got {trace_fn!r}"
+        )
+    progress, check = check_flag("progress", progress), check_flag("check", check)
     trace_fn = trace_fn or _default_trace_fn
     if adaptation == "default":
         adaptation = WindowAdaptation()

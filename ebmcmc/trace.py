@@ -28,7 +28,10 @@ _FORMAT = "ebmcmc-trace/1"
 
 
 def _to_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    t = t.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.to(torch.float32)  # bfloat16, float8: NumPy has no such dtype; float32 holds them
+    return t.numpy()
 
 
 class Trace:
@@ -208,7 +211,8 @@ class Trace:
 
         Raises:
             FileNotFoundError: the file does not exist.
-            ValueError: the file is not an ebmcmc trace or is corrupt.
+            ValueError: the file is not an ebmcmc trace, is corrupt, or holds anything
+                :meth:`save` does not write (checked with h5py before anything is read).
 
         Example:
             >>> import torch, ebmcmc, tempfile, os
@@ -224,6 +228,9 @@ class Trace:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {str(path)!r}")
+        from ._trace_files import check_file, check_loaded  # h5py inspects it before xarray
+
+        check_file(path, _FORMAT)
         try:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 ds = ds.load()
@@ -266,7 +273,8 @@ class Trace:
 
         run_attrs = ast.literal_eval(ds.attrs.get("run_attrs", "{}"))
         batch_shape = tuple(int(b) for b in np.atleast_1d(ds.attrs["batch_shape"]))
-        return cls(variables, stats, state, kernel, gen, batch_shape, run_attrs)
+        trace = cls(variables, stats, state, kernel, gen, batch_shape, run_attrs)
+        return check_loaded(trace, path)
 
 
 def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

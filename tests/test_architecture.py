@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("energies", {"energy", "targets", "pyro_model"}),
     ("kernels", {"kernels"}),
     ("adaptation", {"adaptation"}),
-    ("drivers", {"trace", "sampling", "ais", "convergence"}),
+    ("drivers", {"trace", "_trace_files", "sampling", "ais", "convergence"}),
     ("models", {"diffusion", "nn", "estimators"}),
     ("around", {"datasets", "evaluation", "diagnostics", "train"}),
     ("studies", {"studies"}),

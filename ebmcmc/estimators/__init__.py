@@ -18,6 +18,7 @@ from .contrastive import (
     uniform_noise,
 )
 from .cooperative import CooperativeRecoveryLikelihood, guided
+from .daebm import GENERATION_RULES, DAEBMSamples, DiffusionAssistedEBM
 from .recovery import DiffusionRecoveryLikelihood, RecoveryEnergy
 
 __all__ = [
@@ -31,4 +32,7 @@ __all__ = [
     "ShortRunML",
     "PersistentContrastiveDivergence",
     "uniform_noise",
+    "DiffusionAssistedEBM",
+    "DAEBMSamples",
+    "GENERATION_RULES",
 ]
