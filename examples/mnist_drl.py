@@ -99,13 +99,8 @@ def grid_png(path: Path, images: torch.Tensor, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
-    args = parse(argv)
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    train, test = load(args)
-    side = train.shape[-1]
-    hidden = args.hidden or (256 if args.dataset == "digits" else 512)
+def make_setup(args, side: int, hidden: int):
+    """The set-up of ``args`` (this script's options) for ``side x side`` images."""
     setup = digits_setup(args.estimator, num_langevin_steps=args.langevin_steps, b2=args.b2,
                          loss_weight=args.loss_weight, step_size=args.step_size, hidden=hidden,
                          decay_at=int(0.6 * args.steps), seed=args.seed)  # fmt: skip
@@ -122,6 +117,17 @@ def main(argv=None) -> dict:
             levels = setup.model.num_levels
             setup.model = TimeMLP(side * side, hidden=hidden, num_levels=levels)
         setup.dim = side * side
+    return setup
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train, test = load(args)
+    side = train.shape[-1]
+    hidden = args.hidden or (256 if args.dataset == "digits" else 512)
+    setup = make_setup(args, side, hidden)
     flat = train.reshape(train.shape[0], -1)
     trainer = Trainer(setup.model, setup.estimator, flat, setup.config, run_dir=args.out,
                       seed=args.seed, progress=not args.no_progress)  # fmt: skip
