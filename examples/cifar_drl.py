@@ -349,14 +349,15 @@ def fid_reference(args, cfg: dict) -> dict[str, np.ndarray]:
     return {}
 
 
-def fid_if_possible(npz: Path, cfg: dict, args, log) -> dict:
+def fid_if_possible(npz: Path, cfg: dict, args, log, script: str = "examples/cifar_drl.py") -> dict:
     """FID (and IS) of the samples in ``npz`` through torch-fidelity or pytorch-fid, with the
     Inception weights at ``--inception-weights`` (never downloaded). Returns the metrics
-    computed (``{}`` with a message saying how to compute them when that is not possible)."""
+    computed (``{}`` with a message saying how to compute them when that is not possible;
+    ``script`` is the command the message suggests)."""
     how = (
         f"To compute them here: install torch-fidelity (FID and IS) or pytorch-fid (FID), "
         f"put its Inception weights in a local file, and run\n"
-        f"  python examples/cifar_drl.py --out {args.out} --eval-only --eval 50000 "
+        f"  python {script} --out {args.out} --eval-only --eval 50000 "
         f"--data PATH/cifar-10-python.tar.gz --inception-weights FILE\n"
         f"(torch-fidelity: weights-inception-2015-12-05-6726825d.pth; pytorch-fid: "
         f"pt_inception-2015-12-05-6726825d.pth), or feed {npz} (key 'samples': uint8 "

@@ -1,4 +1,5 @@
-"""Train DRL (or, by flag, CD-k, short-run ML or PCD) on the 8 x 8 digits or MNIST.
+"""Train DRL (or, by flag, cooperative DRL, CD-k, short-run ML or PCD) on the 8 x 8 digits or
+MNIST.
 
 Writes a sample grid (``samples.png``), ``metrics.json`` with the classifier FID of the
 generated samples against held-out images (:class:`ebmcmc.metrics.ClassifierFID`: a small CNN
@@ -7,13 +8,18 @@ against training images, and the Trainer's ``checkpoint.pt`` (a second run resum
 
 The model is a :class:`~ebmcmc.nn.TimeMLP` on the flattened pixels and the configuration
 :func:`ebmcmc.app.setups.digits_setup` (DRL with the paper's image constants: T = 6, K = 30,
-b^2 = 2e-4). MNIST (784 pixels) uses the same set-up with a 512-wide network; it needs
-``--data`` pointing at the folder with the IDX files.
+b^2 = 2e-4). ``--estimator cdrl`` is cooperative DRL with the same energy network plus an
+initializer (:class:`~ebmcmc.nn.CDRLInitializerMLP`) and the CDRL paper's constants (its
+log-SNR schedule, T = 6, K = 15, b^2 = 4e-4; the initializer's learning rate a tenth of the
+energy's), so that the two estimators can be compared on equal networks. MNIST (784 pixels)
+uses the same set-ups with 512-wide networks; it needs ``--data`` pointing at the folder with
+the IDX files.
 
 Example::
 
     python examples/mnist_drl.py --estimator drl --minutes 5 --out out/digits_drl
     python examples/mnist_drl.py --estimator cd --minutes 5 --out out/digits_cd
+    python examples/mnist_drl.py --estimator cdrl --minutes 5 --out out/digits_cdrl
     python examples/mnist_drl.py --dataset mnist --data path/to/mnist --out out/mnist
     python examples/mnist_drl.py --smoke --out /tmp/digits   # CI: a few steps
 """
@@ -43,7 +49,8 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     p.add_argument("--steps", type=int, default=3000, help="maximum training steps")
-    p.add_argument("--b2", type=float, default=2e-4, help="DRL: b^2")
+    p.add_argument("--b2", type=float, default=None,
+                   help="DRL, CDRL: b^2; default 2e-4 (CDRL 4e-4)")  # fmt: skip
     p.add_argument("--loss-weight", choices=("paper", "likelihood"), default="paper",
                    help="DRL: loss weights")  # fmt: skip
     p.add_argument(
@@ -51,8 +58,8 @@ def parse(argv=None):
         "--K",
         dest="langevin_steps",
         type=int,
-        default=30,
-        help="Langevin steps per loss (per level for DRL)",
+        default=None,
+        help="Langevin steps per loss (per level for DRL and CDRL); default 30 (CDRL 15)",
     )
     p.add_argument("--step-size", type=float, default=1e-3, help="baselines: Langevin eps")
     p.add_argument("--hidden", type=int, default=None, help="default 256 (digits), 512 (MNIST)")
@@ -92,6 +99,27 @@ def grid_png(path: Path, images: torch.Tensor, title: str) -> None:
     plt.close(fig)
 
 
+def make_setup(args, side: int, hidden: int):
+    """The set-up of ``args`` (this script's options) for ``side x side`` images."""
+    setup = digits_setup(args.estimator, num_langevin_steps=args.langevin_steps, b2=args.b2,
+                         loss_weight=args.loss_weight, step_size=args.step_size, hidden=hidden,
+                         decay_at=int(0.6 * args.steps), seed=args.seed)  # fmt: skip
+    if side != 8:  # MNIST: the same set-up on 784 pixels
+        from ebmcmc.nn import CDRLInitializerMLP, CooperativeModel, TimeMLP
+
+        if args.estimator == "cdrl":  # both networks of the cooperative model
+            sched = setup.estimator.schedule
+            setup.model = CooperativeModel(
+                TimeMLP(side * side, hidden=hidden, num_levels=sched.num_levels),
+                CDRLInitializerMLP(side * side, hidden=hidden, logsnr=sched.logsnr),
+            )
+        else:
+            levels = setup.model.num_levels
+            setup.model = TimeMLP(side * side, hidden=hidden, num_levels=levels)
+        setup.dim = side * side
+    return setup
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     torch.set_num_threads(1)
@@ -99,15 +127,7 @@ def main(argv=None) -> dict:
     train, test = load(args)
     side = train.shape[-1]
     hidden = args.hidden or (256 if args.dataset == "digits" else 512)
-    setup = digits_setup(args.estimator, num_langevin_steps=args.langevin_steps, b2=args.b2,
-                         loss_weight=args.loss_weight, step_size=args.step_size, hidden=hidden,
-                         decay_at=int(0.6 * args.steps), seed=args.seed)  # fmt: skip
-    if side != 8:  # MNIST: the same set-up on 784 pixels
-        from ebmcmc.nn import TimeMLP
-
-        levels = setup.model.num_levels
-        setup.model = TimeMLP(side * side, hidden=hidden, num_levels=levels)
-        setup.dim = side * side
+    setup = make_setup(args, side, hidden)
     flat = train.reshape(train.shape[0], -1)
     trainer = Trainer(setup.model, setup.estimator, flat, setup.config, run_dir=args.out,
                       seed=args.seed, progress=not args.no_progress)  # fmt: skip

@@ -17,6 +17,7 @@ from .contrastive import (
     ShortRunML,
     uniform_noise,
 )
+from .cooperative import CooperativeRecoveryLikelihood, guided
 from .daebm import GENERATION_RULES, DAEBMSamples, DiffusionAssistedEBM
 from .recovery import DiffusionRecoveryLikelihood, RecoveryEnergy
 
@@ -25,6 +26,8 @@ __all__ = [
     "LossOutput",
     "DiffusionRecoveryLikelihood",
     "RecoveryEnergy",
+    "CooperativeRecoveryLikelihood",
+    "guided",
     "ContrastiveDivergence",
     "ShortRunML",
     "PersistentContrastiveDivergence",

@@ -273,8 +273,10 @@ class DiffusionRecoveryLikelihood(Estimator):
         generator=None,
         noise_scale: float | None = None,
         num_langevin_steps: int | None = None,
+        start: Tensor | None = None,
     ) -> Tensor:
-        """K steps of :meth:`sampler` on the recovery energy from ``y = x_{t+1}``; returns
+        """K steps of :meth:`sampler` on the recovery energy from ``y = x_{t+1}`` (or from
+        ``start``, shape ``x_next.shape``: CDRL starts at its initializer's proposal); returns
         ``y``, detached.
 
         Example:
@@ -288,7 +290,12 @@ class DiffusionRecoveryLikelihood(Estimator):
         """
         energy = self.recovery_energy(model, t, x_next)
         kernel = self.sampler(t, x_next, noise_scale)
-        state = kernel.init(energy, x_next.detach(), validate=False)
+        if start is not None and start.shape != x_next.shape:
+            raise ValueError(
+                f"start has shape {tuple(start.shape)}, expected x_next's {tuple(x_next.shape)}"
+            )
+        y0 = x_next if start is None else start
+        state = kernel.init(energy, y0.detach(), validate=False)
         steps = self.num_langevin_steps if num_langevin_steps is None else num_langevin_steps
         for _ in range(steps):
             state, _ = kernel.step(energy, state, generator)

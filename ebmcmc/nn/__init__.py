@@ -12,6 +12,10 @@ shape, range ``0..num_levels-1``); the range check reads two numbers back from t
 * :class:`DRLResNet`: the DRL image energy (Gao et al., ICLR 2021): an encoder-only DDPM-style
   ResNet with spectral normalization.
 * :class:`LevelScaled`: a network's output scaled per level (energies in nats at every level).
+* CDRL (Zhu et al., ICLR 2024): :class:`CDRLResNet` (the image energy) and :class:`CDRLUNet`
+  (the initializer), conditioned on the log-SNR of their level through
+  :class:`LogSNRLevels`; :class:`CDRLEnergyMLP` and :class:`CDRLInitializerMLP` for flat data;
+  :class:`CooperativeModel` holds an energy and an initializer as one module.
 
 Example:
     >>> import torch
@@ -21,8 +25,24 @@ Example:
     torch.Size([4])
 """
 
+from .cdrl_resnet import CDRLResNet
+from .cooperative import CDRLEnergyMLP, CDRLInitializerMLP, CooperativeModel
 from .levels import LevelScaled, sinusoidal_embedding
+from .logsnr import LogSNRLevels, logsnr_to_unit
 from .mlp import TimeMLP
 from .resnet import DRLResNet
+from .unet import CDRLUNet
 
-__all__ = ["sinusoidal_embedding", "TimeMLP", "LevelScaled", "DRLResNet"]
+__all__ = [
+    "sinusoidal_embedding",
+    "TimeMLP",
+    "LevelScaled",
+    "DRLResNet",
+    "logsnr_to_unit",
+    "LogSNRLevels",
+    "CDRLResNet",
+    "CDRLUNet",
+    "CDRLEnergyMLP",
+    "CDRLInitializerMLP",
+    "CooperativeModel",
+]

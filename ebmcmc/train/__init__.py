@@ -15,9 +15,10 @@ Example:
 
 from .distributed import DistributedContext, DistributedTrainer
 from .precision import AutocastEnergy, WrappedEstimator, autocast_wrapper
-from .trainer import TrainConfig, Trainer, load_checkpoint, save_atomic
+from .trainer import ParamGroup, TrainConfig, Trainer, load_checkpoint, save_atomic
 
 __all__ = [
+    "ParamGroup",
     "TrainConfig",
     "Trainer",
     "save_atomic",

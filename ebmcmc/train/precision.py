@@ -19,12 +19,16 @@ import torch
 from torch import Tensor
 
 from ..estimators.base import Estimator, LossOutput
+from ..nn.cooperative import CooperativeModel
 
 __all__ = ["AutocastEnergy", "autocast_wrapper", "WrappedEstimator"]
 
 
 class AutocastEnergy(torch.nn.Module):
-    """``net(x, t)`` under bf16 autocast (optionally compiled), returning float32.
+    """``net(x, t, *args)`` under bf16 autocast (optionally compiled), returning float32.
+
+    Extra positional arguments (class labels) are passed through; any network output (an
+    energy, or an initializer's image) comes back in float32.
 
     Args:
         net: the energy network ``net(x, t) -> (batch,)``.
@@ -46,12 +50,12 @@ class AutocastEnergy(torch.nn.Module):
         self.net, self.bf16, self.sampler_fp32 = net, bf16, sampler_fp32
         self.compiled = compiled
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, *args) -> Tensor:
         use_bf16 = self.bf16 and not (self.sampler_fp32 and x.requires_grad)
         fn = self.net if self.compiled is None else self.compiled
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             try:
-                out = fn(x, t)
+                out = fn(x, t, *args)
             except Exception as err:  # noqa: BLE001 - any compile failure: fall back
                 if self.compiled is None:
                     raise
@@ -60,7 +64,7 @@ class AutocastEnergy(torch.nn.Module):
                     stacklevel=2,
                 )
                 self.compiled = None
-                out = self.net(x, t)
+                out = self.net(x, t, *args)
         return out.float()
 
 
@@ -69,7 +73,10 @@ def autocast_wrapper(
 ) -> Callable[[torch.nn.Module], torch.nn.Module]:
     """A ``model -> energy`` function applying bf16 and/or ``torch.compile`` (cached per module).
 
-    With neither option it returns the model itself.
+    With neither option it returns the model itself. A
+    :class:`~ebmcmc.nn.CooperativeModel` is wrapped network by network: the result is a
+    ``CooperativeModel`` of the wrapped energy and the wrapped initializer (sharing their
+    parameters), so a CDRL estimator sees both networks.
 
     Args:
         bf16: bf16 autocast.
@@ -88,6 +95,10 @@ def autocast_wrapper(
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         if not (bf16 or compile):
             return model
+        if isinstance(model, CooperativeModel):
+            if id(model) not in cache:
+                cache[id(model)] = CooperativeModel(wrap(model.energy), wrap(model.initializer))
+            return cache[id(model)]
         if id(model) not in cache:
             compiled = None
             if compile:
@@ -123,8 +134,8 @@ class WrappedEstimator(Estimator):
     def __init__(self, inner: Estimator, wrap: Callable[[torch.nn.Module], torch.nn.Module]):
         self.inner, self.wrap = inner, wrap
 
-    def loss(self, model, batch: Tensor, generator=None) -> LossOutput:
-        return self.inner.loss(self.wrap(model), batch, generator)
+    def loss(self, model, batch: Tensor, generator=None, **kwargs) -> LossOutput:
+        return self.inner.loss(self.wrap(model), batch, generator, **kwargs)
 
     def state_dict(self) -> dict:
         return self.inner.state_dict()

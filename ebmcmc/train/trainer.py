@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,7 +26,53 @@ from tqdm.auto import tqdm
 from .._files import atomic_write
 from ..estimators.base import Estimator
 
-__all__ = ["TrainConfig", "Trainer", "save_atomic", "load_checkpoint"]
+__all__ = ["ParamGroup", "TrainConfig", "Trainer", "save_atomic", "load_checkpoint"]
+
+
+@dataclass
+class ParamGroup:
+    """Optimiser settings of the parameters whose names start with ``prefix``.
+
+    Unset fields (``None``) take the :class:`TrainConfig`'s value. Each group has its own
+    linear warm-up, ``min(1, (step + 1 + warmup_offset) / warmup_steps)``, and the config's
+    ``decay_at`` applies to every group.
+
+    Attributes:
+        prefix: parameter-name prefix (e.g. ``"initializer."`` for
+            :class:`~ebmcmc.nn.CooperativeModel`'s initializer).
+        lr: learning rate.
+        betas: Adam betas.
+        weight_decay: weight decay.
+        decoupled_weight_decay: AdamW's decoupled decay instead of Adam's L2 term (the two
+            agree when ``weight_decay`` is 0).
+        warmup_steps: warm-up length.
+        warmup_offset: steps the warm-up starts ahead (CDRL's initializer starts at 500 of
+            10,000, i.e. at 5 % of its rate).
+
+    Example:
+        >>> ParamGroup("initializer.", lr=1e-5).lr
+        1e-05
+    """
+
+    prefix: str
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    decoupled_weight_decay: bool = False
+    warmup_steps: int | None = None
+    warmup_offset: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.prefix, str) or not self.prefix:
+            raise ValueError(f"prefix must be a non-empty string, got {self.prefix!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.betas is not None:
+            self.betas = (float(self.betas[0]), float(self.betas[1]))
 
 
 @dataclass
@@ -45,10 +92,18 @@ class TrainConfig:
         decay_at: from this step on, the learning rate is multiplied by ``decay_factor``
             (``None``: never). A function of the step alone, so a resumed run follows it.
         decay_factor: the factor of ``decay_at``.
+        param_groups: :class:`ParamGroup` settings for the parameters whose names start with
+            their prefixes (the first matching group takes a parameter); the rest form the
+            default group with the settings above. With groups, gradients are clipped to
+            ``grad_clip`` per group (CDRL clips each network on its own) and the history logs
+            each group's gradient norm and learning rate under ``grad_norm:PREFIX`` and
+            ``lr:PREFIX``. Dicts are accepted in place of :class:`ParamGroup`.
 
     Example:
         >>> TrainConfig(lr=1e-3).warmup_steps
         1000
+        >>> TrainConfig(param_groups=[{"prefix": "initializer.", "lr": 1e-5}]).param_groups[0].lr
+        1e-05
     """
 
     lr: float = 1e-4
@@ -61,6 +116,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     decay_at: int | None = None
     decay_factor: float = 0.1
+    param_groups: tuple[ParamGroup, ...] = ()
 
     def __post_init__(self):
         if self.decay_at is not None and (
@@ -81,6 +137,19 @@ class TrainConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         self.betas = tuple(float(b) for b in self.betas)
+        groups = []
+        for g in self.param_groups:
+            if isinstance(g, dict):
+                g = ParamGroup(**g)
+            if not isinstance(g, ParamGroup):
+                raise TypeError(
+                    f"param_groups must hold ParamGroup or dict, got {type(g).__name__}"
+                )
+            groups.append(g)
+        prefixes = [g.prefix for g in groups]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"param_groups repeat a prefix: {prefixes}")
+        self.param_groups = tuple(groups)
 
 
 def save_atomic(obj, path: str | os.PathLike) -> Path:
@@ -126,6 +195,15 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
 _FORMAT = "ebmcmc-checkpoint/1"
 
 
+def _plain(value):
+    """Tuples to lists, recursively (the checkpoint's config is plain containers)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 class Trainer:
     """Train ``model`` with ``estimator`` on an in-memory dataset.
 
@@ -141,6 +219,9 @@ class Trainer:
         grad_hook: optional ``hook(model)`` called after ``backward`` and before clipping and
             the optimizer step, e.g. to all-reduce the gradients across data-parallel ranks
             (see ``examples/cifar_drl.py``).
+        labels: optional per-example labels ``(N,)`` (class-conditional training): each batch's
+            labels are drawn with its examples and passed as
+            ``estimator.loss(model, batch, generator, labels=...)``.
 
     Attributes:
         ema_model: the EMA copy used for sampling (the model itself when EMA is off).
@@ -171,6 +252,7 @@ class Trainer:
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         progress: bool = True,
         grad_hook: Callable[[torch.nn.Module], None] | None = None,
+        labels: Tensor | None = None,
     ):
         if not isinstance(model, torch.nn.Module):
             raise TypeError("model must be a torch.nn.Module")
@@ -180,7 +262,14 @@ class Trainer:
             raise ValueError("data must be a non-empty tensor of shape (N, *event)")
         if not torch.isfinite(data).all():
             raise ValueError("data contains non-finite values")
+        if labels is not None and (
+            not isinstance(labels, Tensor) or labels.shape != data.shape[:1]
+        ):
+            raise ValueError(
+                f"labels must be a tensor of shape ({data.shape[0]},), one per example"
+            )
         self.model, self.estimator, self.data = model, estimator, data
+        self.labels = None if labels is None else labels.to(data.device)
         self.config = config or TrainConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.augment, self.progress = augment, progress
@@ -189,16 +278,22 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
         c = self.config
+        groups, warmups = self._param_groups(model)
         self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay
+            groups, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay
         )
-        warm, at, factor = c.warmup_steps, c.decay_at, c.decay_factor
+        at, factor = c.decay_at, c.decay_factor
 
-        def lr_factor(s: int) -> float:
-            f = min(1.0, (s + 1) / warm) if warm else 1.0
-            return f * factor if at is not None and s >= at else f
+        def lr_factor(warm: int, offset: int) -> Callable[[int], float]:
+            def f(s: int) -> float:
+                w = min(1.0, (s + 1 + offset) / warm) if warm else 1.0
+                return w * factor if at is not None and s >= at else w
 
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+            return f
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, [lr_factor(w, o) for w, o in warmups]
+        )
         if c.ema_decay is not None:
             self.ema_model = copy.deepcopy(model)
             for p in self.ema_model.parameters():
@@ -209,7 +304,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ one step
-    def _batch(self) -> Tensor:
+    def _batch(self) -> tuple[Tensor, Tensor | None]:
         n = self.data.shape[0]
         idx = torch.randint(
             n, (self.config.batch_size,), generator=self.generator, device=self.device
@@ -217,7 +312,25 @@ class Trainer:
         batch = self.data[idx]
         if self.augment is not None:
             batch = self.augment(batch, self.generator)
-        return batch
+        return batch, None if self.labels is None else self.labels[idx]
+
+    def _clip(self) -> tuple[Tensor, dict[str, float]]:
+        """Clip the gradients (globally, or per group when the config has groups); return the
+        total norm before clipping and, with groups, each group's norm."""
+        clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        if not self.config.param_groups:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            return torch.nn.utils.clip_grad_norm_(params, clip), {}
+        norms, logged = [], {}
+        for name, group in zip(self._group_names, self.optimizer.param_groups, strict=True):
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            n = torch.nn.utils.clip_grad_norm_(params, clip)
+            norms.append(n)
+            logged[f"grad_norm:{name}" if name else "grad_norm:default"] = float(n)
+        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        return total, logged
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -231,6 +344,35 @@ class Trainer:
         for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
             be.copy_(b)
 
+    def _param_groups(self, model: torch.nn.Module) -> tuple[list[dict], list[tuple[int, int]]]:
+        """The optimizer's parameter groups (the default group first, when it has any
+        parameters) and each group's ``(warmup_steps, warmup_offset)``."""
+        c = self.config
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        taken: set[int] = set()
+        groups: list[dict] = []
+        warmups: list[tuple[int, int]] = []
+        self._group_names: list[str] = []
+        for g in c.param_groups:
+            params = [p for n, p in named if n.startswith(g.prefix) and id(p) not in taken]
+            if not params:
+                raise ValueError(f"parameter group {g.prefix!r} matches no trainable parameter")
+            taken.update(id(p) for p in params)
+            d: dict = {"params": params, "decoupled_weight_decay": g.decoupled_weight_decay}
+            for key in ("lr", "betas", "weight_decay"):
+                if getattr(g, key) is not None:
+                    d[key] = getattr(g, key)
+            groups.append(d)
+            warm = c.warmup_steps if g.warmup_steps is None else g.warmup_steps
+            warmups.append((warm, g.warmup_offset))
+            self._group_names.append(g.prefix.rstrip("."))
+        rest = [p for _, p in named if id(p) not in taken]
+        if rest or not groups:
+            groups.insert(0, {"params": rest})
+            warmups.insert(0, (c.warmup_steps, 0))
+            self._group_names.insert(0, "")
+        return groups, warmups
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step; returns the logged figures.
 
@@ -239,7 +381,12 @@ class Trainer:
                 left as they were before this step).
         """
         self.model.train()
-        out = self.estimator.loss(self.model, self._batch(), self.generator)
+        batch, labels = self._batch()
+        if labels is None:
+            out = self.estimator.loss(self.model, batch, self.generator)
+        else:  # a class-conditional estimator's loss takes the labels
+            loss_fn: Callable[..., Any] = self.estimator.loss
+            out = loss_fn(self.model, batch, self.generator, labels=labels)
         loss = out.loss
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -250,13 +397,16 @@ class Trainer:
         loss.backward()
         if self.grad_hook is not None:
             self.grad_hook(self.model)
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+        gnorm, group_norms = self._clip()
         if not torch.isfinite(gnorm):
             self.optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+        group_lrs = {
+            f"lr:{name}": g["lr"]
+            for name, g in zip(self._group_names, self.optimizer.param_groups, strict=True)
+            if name
+        }
         self.optimizer.step()
         self.scheduler.step()
         self._update_ema()
@@ -267,6 +417,8 @@ class Trainer:
             "grad_norm": float(gnorm),
             "lr": lr,
         }
+        rec.update(group_norms)
+        rec.update(group_lrs)
         rec.update({k: float(v) for k, v in out.stats.items()})
         self.history.append(rec)
         return rec
@@ -331,9 +483,7 @@ class Trainer:
             "estimator": self.estimator.state_dict(),
             "generator": self.generator.get_state(),
             "history": self.history,
-            "config": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()
-            },
+            "config": _plain(asdict(self.config)),
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,519 @@
+"""Train cooperative diffusion recovery likelihood (CDRL; Zhu et al., ICLR 2024) on CIFAR-10.
+
+The defaults are the paper's CIFAR-10 configuration (``docs/methods/cdrl.md``): T = 6 levels
+of the log-SNR schedule (9.8 to -5.1), K = 15 Langevin steps per level with ``b^2 = 4e-4``,
+variance reduction, the Tweedie step at the end of generation; the energy is the CDRL
+ResNet (width 128, multipliers (1, 2, 2, 2), 8 blocks per resolution, spectral norm; 34.8M
+parameters) and the initializer the CDRL U-Net (width 64, multipliers (1, 1, 1), 3 blocks per
+resolution, attention at 16 and 8 px, dropout 0.1; 3.8M parameters). Both networks are
+trained by one backward pass in two parameter groups: the energy with Adam 1e-4 and a
+10,000-step warm-up, the initializer with AdamW 1e-5 (weight decay 0) whose warm-up starts 500
+steps ahead, each clipped at norm 1; EMA 0.9999 (sampling uses the EMA weights of both), batch
+256, random horizontal flips. Every value can be overridden on the command line.
+
+``--conditional`` trains the class-conditional model with classifier-free guidance (labels
+replaced by the null class with probability 0.1; ``--guidance W`` sets the weight of the
+samples drawn for grids and ``--eval``).
+
+Run::
+
+    # one GPU
+    python examples/cifar_cdrl.py --data ~/data/cifar-10-python.tar.gz --out runs/cdrl
+    # 8 GPUs on one machine, the paper's 8 x 32 (the batch is per process)
+    torchrun --nproc_per_node 8 examples/cifar_cdrl.py --data ... --out runs/cdrl --batch-size 32
+    # continue a run exactly where its last checkpoint left it
+    python examples/cifar_cdrl.py --data ... --out runs/cdrl --resume
+    # class-conditional, and 50,000 guided samples (w = 0.7) with FID/IS when possible
+    python examples/cifar_cdrl.py --data ... --out runs/cdrl_cond --conditional
+    python examples/cifar_cdrl.py --out runs/cdrl_cond --conditional --eval-only --eval 50000 \\
+        --guidance 0.7 --data ... --inception-weights FILE
+    # CI: tiny networks, a few steps, synthetic data, CPU, seconds
+    python examples/cifar_cdrl.py --smoke --out /tmp/cdrl
+
+Multi-GPU, resume, bf16/compile, the sample grids and the FID/IS evaluation work as in
+``examples/cifar_drl.py`` (whose helpers this script reuses); see ``docs/cdrl.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the DRL example's helpers
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import cifar_drl as drl_example  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ebmcmc._files import atomic_write  # noqa: E402
+from ebmcmc.datasets import load_cifar10, random_hflip  # noqa: E402
+from ebmcmc.diffusion import CDRLSchedule  # noqa: E402
+from ebmcmc.estimators import CooperativeRecoveryLikelihood  # noqa: E402
+from ebmcmc.evaluation import to_uint8  # noqa: E402
+from ebmcmc.nn import CDRLResNet, CDRLUNet, CooperativeModel  # noqa: E402
+from ebmcmc.train import (  # noqa: E402
+    DistributedContext,
+    DistributedTrainer,
+    ParamGroup,
+    TrainConfig,
+    Trainer,
+    WrappedEstimator,
+    autocast_wrapper,
+)
+
+SCRIPT = "examples/cifar_cdrl.py"
+NUM_CLASSES = 10
+
+# --------------------------------------------------------------------------- configuration
+PAPER = dict(
+    num_levels=6,
+    logsnr_max=9.8,
+    logsnr_min=-5.1,
+    langevin_steps=15,
+    b2=4e-4,
+    denoise_b2=2e-4,
+    noise_scale=1.0,
+    eval_noise_scale=1.0,
+    variance_reduction=True,
+    denoise=True,
+    # energy (the paper's EBM)
+    base_channels=128,
+    channel_mult=[1, 2, 2, 2],
+    num_res_blocks=8,
+    spectral_norm=True,
+    # initializer (the paper's U-Net)
+    init_channels=64,
+    init_channel_mult=[1, 1, 1],
+    init_res_blocks=3,
+    init_attention=[16, 8],
+    init_dropout=0.1,
+    # optimisation
+    batch_size=256,
+    lr=1e-4,
+    init_lr=1e-5,
+    warmup_steps=10_000,
+    init_warmup_offset=500,
+    ema_decay=0.9999,
+    grad_clip=1.0,
+    hflip=True,
+    steps=500_000,
+    # class-conditional model (--conditional)
+    conditional=False,
+    label_dropout=0.1,
+    guidance=0.0,
+    # outputs
+    checkpoint_every=1000,
+    sample_every=5000,
+    num_grid=64,
+    eval_batch=500,
+    synthetic_size=0,
+)
+# tiny everything: CPU, well under a minute
+SMOKE = dict(
+    PAPER,
+    langevin_steps=3,
+    base_channels=8,
+    channel_mult=[1, 2],
+    num_res_blocks=1,
+    init_channels=8,
+    init_channel_mult=[1, 1],
+    init_res_blocks=1,
+    init_attention=[16],
+    batch_size=8,
+    warmup_steps=5,
+    init_warmup_offset=1,
+    steps=20,
+    checkpoint_every=5,
+    sample_every=10,
+    num_grid=16,
+    eval_batch=16,
+    synthetic_size=64,
+)
+CONFIGS = {"paper": PAPER, "smoke": SMOKE}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", choices=sorted(CONFIGS), default="paper", help="base config")
+    p.add_argument("--smoke", action="store_true", help="alias of --config smoke")
+    p.add_argument("--out", default="runs/cifar_cdrl", help="run directory")
+    p.add_argument("--data", default=None, help="cifar-10-python.tar.gz or cifar-10-batches-py/")
+    p.add_argument("--synthetic-data", type=int, default=None, metavar="N",
+                   help="train on N random uint8 CIFAR-shaped images with random labels "
+                   "(timing and tests only)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--steps", type=int, help="total optimisation steps")
+    # CDRL
+    p.add_argument("--num-levels", type=int, help="T")
+    p.add_argument("--langevin-steps", type=int, help="K")
+    p.add_argument("--b2", type=float, help="b^2 of the Langevin step sizes")
+    p.add_argument("--denoise-b2", type=float, help="b^2 of the Tweedie step's score scale")
+    p.add_argument("--noise-scale", type=float, help="lambda in training")
+    p.add_argument("--eval-noise-scale", type=float, help="lambda at generation")
+    p.add_argument("--variance-reduction", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None)
+    # networks
+    p.add_argument("--base-channels", type=int, help="energy width")
+    p.add_argument("--channel-mult", type=int, nargs="+", help="energy multipliers")
+    p.add_argument("--num-res-blocks", type=int, help="energy blocks per resolution")
+    p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--init-channels", type=int, help="initializer width")
+    p.add_argument("--init-channel-mult", type=int, nargs="+")
+    p.add_argument("--init-res-blocks", type=int)
+    p.add_argument("--init-attention", type=int, nargs="*", help="resolutions with attention")
+    p.add_argument("--init-dropout", type=float)
+    # optimisation
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--lr", type=float, help="energy learning rate")
+    p.add_argument("--init-lr", type=float, help="initializer learning rate")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--init-warmup-offset", type=int)
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--grad-clip", type=float, help="per network")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
+    # classifier-free guidance
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-conditional model with a null class (CFG)")  # fmt: skip
+    p.add_argument("--label-dropout", type=float, help="probability of the null label")
+    p.add_argument("--guidance", type=float, help="guidance weight w of generated samples")
+    # speed
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for both networks")
+    p.add_argument("--bf16-sampler", action="store_true",
+                   help="with --bf16, also autocast the Langevin gradients")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile both networks")
+    # outputs
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--sample-every", type=int, help="sample grid + loss curve every N steps")
+    p.add_argument("--num-grid", type=int, help="images per sample grid")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (smoke default: 1)")
+    # evaluation
+    p.add_argument("--eval", type=int, default=0, metavar="N", help="generate N samples at end")
+    p.add_argument("--eval-only", action="store_true", help="skip training; load the checkpoint")
+    p.add_argument("--eval-batch", type=int)
+    p.add_argument("--inception-weights", default=None, metavar="FILE",
+                   help="local Inception weights for FID/IS")  # fmt: skip
+    p.add_argument("--fid-ref", default=None, metavar="NPZ",
+                   help="FID reference: images or statistics (default: training set)")  # fmt: skip
+    # test-only
+    p.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--write-param-hash", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--benchmark", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The base config updated with every option given on the command line."""
+    cfg = dict(CONFIGS["smoke" if args.smoke else args.config])
+    cfg["config"] = "smoke" if args.smoke else args.config
+    for key in list(PAPER):
+        val = getattr(args, key, None)
+        if val is not None:
+            cfg[key] = val
+    if args.synthetic_data is not None:
+        cfg["synthetic_size"] = args.synthetic_data
+    for key in ("seed", "bf16", "bf16_sampler", "compile", "data"):
+        cfg[key] = getattr(args, key)
+    return cfg
+
+
+def build_schedule(cfg: dict) -> CDRLSchedule:
+    return CDRLSchedule(cfg["num_levels"], cfg["logsnr_max"], cfg["logsnr_min"])
+
+
+def build_model(cfg: dict) -> CooperativeModel:
+    """The energy and the initializer of ``cfg`` (defaults: 34.8M + 3.8M parameters)."""
+    logsnr = build_schedule(cfg).logsnr
+    classes = NUM_CLASSES if cfg["conditional"] else None
+    energy = CDRLResNet(
+        in_channels=3,
+        base_channels=cfg["base_channels"],
+        channel_mult=tuple(cfg["channel_mult"]),
+        num_res_blocks=cfg["num_res_blocks"],
+        image_size=32,
+        spectral_norm=cfg["spectral_norm"],
+        logsnr=logsnr,
+        num_classes=classes,
+    )
+    init = CDRLUNet(
+        in_channels=3,
+        base_channels=cfg["init_channels"],
+        channel_mult=tuple(cfg["init_channel_mult"]),
+        num_res_blocks=cfg["init_res_blocks"],
+        attention_resolutions=tuple(cfg["init_attention"]),
+        dropout=cfg["init_dropout"],
+        image_size=32,
+        logsnr=logsnr,
+        num_classes=classes,
+    )
+    return CooperativeModel(energy, init)
+
+
+def build_estimator(cfg: dict) -> CooperativeRecoveryLikelihood:
+    return CooperativeRecoveryLikelihood(
+        build_schedule(cfg),
+        num_langevin_steps=cfg["langevin_steps"],
+        step_size_b2=cfg["b2"],
+        noise_scale=cfg["noise_scale"],
+        variance_reduction=cfg["variance_reduction"],
+        denoise=cfg["denoise"],
+        denoise_b2=cfg["denoise_b2"],
+        num_classes=NUM_CLASSES if cfg["conditional"] else None,
+        label_dropout=cfg["label_dropout"],
+    )
+
+
+def train_config(cfg: dict) -> TrainConfig:
+    """Adam for the energy, AdamW (weight decay 0) for the initializer, each with its own
+    rate, warm-up and clipping."""
+    return TrainConfig(
+        lr=cfg["lr"],
+        betas=(0.9, 0.999),
+        warmup_steps=cfg["warmup_steps"],
+        grad_clip=cfg["grad_clip"],
+        ema_decay=cfg["ema_decay"],
+        batch_size=cfg["batch_size"],
+        checkpoint_every=cfg["checkpoint_every"],
+        param_groups=(
+            ParamGroup(
+                "initializer.",
+                lr=cfg["init_lr"],
+                weight_decay=0.0,
+                decoupled_weight_decay=True,
+                warmup_offset=cfg["init_warmup_offset"],
+            ),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- data
+def load_data(cfg: dict, log) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10's training images in [-1, 1] and labels, read only through
+    :func:`ebmcmc.datasets.load_cifar10` (restricted unpickler), or synthetic data."""
+    if cfg["data"] is not None:
+        try:
+            x, y = load_cifar10(cfg["data"], "train")
+        except FileNotFoundError as err:
+            raise SystemExit(
+                f"error: CIFAR-10 not found: {err}\nDownload cifar-10-python.tar.gz from "
+                "https://www.cs.toronto.edu/~kriz/cifar.html yourself (this script never "
+                "downloads) and pass --data PATH."
+            ) from None
+        except (pickle.UnpicklingError, ValueError) as err:
+            raise SystemExit(
+                f"error: refusing to load {cfg['data']}: {err}\n(the batch files are read "
+                "with a restricted unpickler; nothing in them was executed)"
+            ) from None
+        log(f"CIFAR-10 train: {tuple(x.shape)} from {cfg['data']}")
+        return x, y.long()
+    if cfg["synthetic_size"]:
+        n = cfg["synthetic_size"]
+        log(f"SYNTHETIC DATA: {n} random uint8 images with random labels (not CIFAR-10; "
+            "smoke test / timing only)")  # fmt: skip
+        g = torch.Generator().manual_seed(cfg["seed"] + 54321)
+        return drl_example.synthetic_cifar(n, cfg["seed"]), torch.randint(0, 10, (n,), generator=g)
+    raise SystemExit(
+        "error: no data; pass --data PATH to cifar-10-python.tar.gz or cifar-10-batches-py/ "
+        "(this script never downloads), or --synthetic-data N for a timing run on noise"
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+def save_loss_curve(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    axes[0].plot(steps, [h.get("loss_ebm", np.nan) for h in history], lw=0.7)
+    axes[0].set_title("EBM loss")
+    axes[1].plot(steps, [h.get("e_pos", np.nan) for h in history], lw=0.7, label="E(pos)")
+    axes[1].plot(steps, [h.get("e_neg", np.nan) for h in history], lw=0.7, label="E(neg)")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("energies")
+    axes[2].plot(steps, [h.get("loss_init", np.nan) for h in history], lw=0.7)
+    axes[2].set_title("initializer loss |yK - y0|^2")
+    axes[3].plot(steps, [h.get("recovery_mse", np.nan) for h in history], lw=0.7, label="yK")
+    axes[3].plot(steps, [h.get("proposal_mse", np.nan) for h in history], lw=0.7, label="y0")
+    axes[3].legend(fontsize=7)
+    axes[3].set_title("distance to the positive")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def grid_labels(n: int, cfg: dict, device) -> torch.Tensor | None:
+    """Labels ``0, 1, .., 9, 0, ..`` for a conditional model's samples (``None`` otherwise)."""
+    if not cfg["conditional"]:
+        return None
+    return torch.arange(n, device=device) % NUM_CLASSES
+
+
+@torch.no_grad()
+def generate(est, model, n, batch, cfg, device, seed) -> torch.Tensor:
+    """``n`` samples in batches, with the conditional model's labels cycling over the classes
+    and guidance ``cfg["guidance"]``; its own generator (never the trainer's); the estimator
+    puts both networks in eval mode while it generates."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    labels = grid_labels(n, cfg, device)
+    out = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        with torch.enable_grad():
+            x = est.generate(
+                model,
+                (m, 3, 32, 32),
+                generator=g,
+                labels=None if labels is None else labels[i : i + m],
+                guidance=cfg["guidance"] if labels is not None else 0.0,
+                noise_scale=cfg["eval_noise_scale"],
+                device=device,
+            )
+        out.append(x.cpu())
+    return torch.cat(out)
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = resolve_config(args)
+    threads = args.threads if args.threads is not None else (1 if cfg["config"] == "smoke" else 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dd = DistributedContext(args.device)
+    out = Path(args.out)
+    progress = dd.is_main and not args.no_progress
+
+    def log(msg: str) -> None:
+        if dd.is_main:
+            print(msg, flush=True)
+
+    try:
+        if dd.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        dd.barrier()
+        torch.manual_seed(cfg["seed"])  # same initial weights on every rank
+        model = build_model(cfg).to(dd.device)
+        dd.broadcast_module(model)
+        est = build_estimator(cfg)
+        wrap = autocast_wrapper(cfg["bf16"], cfg["compile"], not cfg["bf16_sampler"])
+        if args.eval_only:
+            data, labels = torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)
+        else:
+            data, labels = load_data(cfg, log)
+        data = data.to(dd.device)
+        labels = labels.to(dd.device) if cfg["conditional"] else None
+        log(
+            f"device {dd.device}, world size {dd.world}, energy "
+            f"{count(model.energy) / 1e6:.2f}M + initializer {count(model.initializer) / 1e6:.2f}M "
+            f"parameters, config {cfg['config']}"
+            + (", class-conditional" if cfg["conditional"] else "")
+        )
+        trainer = DistributedTrainer(
+            model,
+            WrappedEstimator(est, wrap),
+            data,
+            train_config(cfg),
+            run_dir=out,
+            seed=cfg["seed"] + dd.rank,
+            augment=(lambda b, g: random_hflip(b, g)) if cfg["hflip"] else None,
+            progress=progress,
+            grad_hook=dd.grad_hook if dd.enabled else None,
+            labels=labels,
+            context=dd,
+        )
+        ckpt = out / "checkpoint.pt"
+        if args.resume or args.eval_only:
+            if not ckpt.is_file():
+                if args.eval_only:
+                    raise SystemExit(f"error: --eval-only needs {ckpt}")
+                log(f"--resume: no {ckpt} yet, starting fresh")
+            else:
+                trainer.load(ckpt)
+                log(f"resumed from {ckpt} at step {trainer.step}")
+        elif ckpt.is_file():
+            raise SystemExit(
+                f"error: {ckpt} exists; pass --resume to continue it or choose another --out"
+            )
+        if dd.is_main and not args.eval_only:
+            (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+        if args.benchmark:
+            return drl_example.benchmark(args, cfg, trainer, est, wrap, dd, log)
+
+        if not args.eval_only:
+            every = cfg["sample_every"]
+
+            def callback(tr: Trainer, rec: dict) -> None:
+                rec.update(dd.mean({k: v for k, v in rec.items() if k != "step"}))
+                if args.throttle:
+                    time.sleep(args.throttle)
+                if dd.is_main and every and tr.step % every == 0:
+                    n = cfg["num_grid"]
+                    x = generate(est, wrap(tr.ema_model), n, n, cfg, dd.device, seed=tr.step)
+                    drl_example.save_grid(
+                        x, out / f"samples_step{tr.step:07d}.png", f"EMA, step {tr.step}"
+                    )
+                    save_loss_curve(tr.history, out / "loss.png")
+
+            t0 = time.time()
+            start = trainer.step
+            trainer.fit(cfg["steps"], callback)
+            dt = time.time() - t0
+            if trainer.step > start:
+                log(
+                    f"trained steps {start}..{trainer.step} in {dt:.1f}s "
+                    f"({(trainer.step - start) / dt:.3f} it/s); last loss "
+                    f"{trainer.history[-1]['loss']:.4g}"
+                )
+            if dd.is_main:
+                save_loss_curve(trainer.history, out / "loss.png")
+                (out / "history.json").write_text(json.dumps(trainer.history))
+        if args.write_param_hash:
+            h = drl_example.param_hash(trainer)
+            (out / f"param_hash_rank{dd.rank}.txt").write_text(h + "\n")
+
+        # the other ranks are done; rank 0 generates alone (no collective waits on it)
+        dd.barrier()
+        if args.eval and dd.is_main:
+            n = args.eval
+            t0 = time.time()
+            x = generate(est, wrap(trainer.ema_model), n, cfg["eval_batch"], cfg, dd.device,
+                         seed=10**6 + trainer.step)  # fmt: skip
+            dt = time.time() - t0
+            npz = out / f"samples_{n}.npz"
+            np.savez_compressed(npz, samples=to_uint8(x))
+            title = f"EMA, step {trainer.step}"
+            if cfg["conditional"]:
+                title += f", guidance {cfg['guidance']}"
+            drl_example.save_grid(x[:64], out / "samples_eval.png", title)
+            log(f"generated {n} samples in {dt:.1f}s ({n / dt:.2f} img/s) -> {npz}")
+            metrics = drl_example.fid_if_possible(npz, cfg, args, log, script=SCRIPT)
+            if metrics:
+                extra = dict(step=trainer.step, n=n, guidance=cfg["guidance"])
+                text = json.dumps(dict(metrics, **extra), indent=2) + "\n"
+                atomic_write(out / f"metrics_{n}.json", lambda tmp: Path(tmp).write_text(text))
+        return 0
+    finally:
+        dd.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
