@@ -65,7 +65,7 @@ class WindowAdaptation:
 
     Robust pooling: the shared step size follows the mean acceptance of the chains that are
     not stuck (kernels that ask for it, like ChEES, pool by the harmonic mean of the chains
-    whose acceptance is at least 1e-4 and that did not diverge; when those failing chains are
+    whose acceptance is at least 1e-4 and that did not diverge; when the chains below 1e-4 are
     the majority, they count at acceptance 1e-4, so a step too long for most chains shrinks).
 
     Example:
@@ -159,14 +159,17 @@ class _LeafAdaptation:
         keep = self.keep
         if self.harmonic:
             pooled = torch.ones_like(info.accepted) if keep is None else keep
-            ok = (a >= MIN_ACCEPT) & torch.isfinite(a) & ~info.diverging
-            failed = pooled & ~ok
+            moved = (a >= MIN_ACCEPT) & torch.isfinite(a)
+            ok = moved & ~info.diverging
+            rejected = pooled & ~moved
             if not bool(pooled.any()):
                 return a.new_zeros(())
-            if 2 * int(failed.sum()) >= int(pooled.sum()):
-                # most chains rejected everything or diverged: the step is too long for
-                # them, so they count (at the floor) and pull it down
-                return 1.0 / (1.0 / torch.where(ok, a, MIN_ACCEPT)[pooled]).mean()
+            if 2 * int(rejected.sum()) >= int(pooled.sum()):
+                # most chains rejected everything: the step is too long for them, so they
+                # count (at the floor) and pull it down (a divergent trajectory that still
+                # moved its chain, as NUTS's often do, is left out as before)
+                counted = pooled & (ok | rejected)
+                return 1.0 / (1.0 / torch.where(rejected, MIN_ACCEPT, a)[counted]).mean()
             return 1.0 / (1.0 / a[ok & pooled]).mean()
         return a.mean() if keep is None else a[keep].mean()
 
