@@ -162,7 +162,6 @@ def _train_trial(delay: float, reference, tmp: Path):
 
 def _kill_trial(delay: float, reference, tmp: Path):
     import ebmcmc
-    from ebmcmc.kernels import MALA
 
     out = tmp / f"kill-{time.monotonic_ns()}"
     code = (

@@ -137,10 +137,12 @@ def declared_event_shape(energy) -> tuple[int, ...] | int | None:
     return None
 
 
-def _check_event(energy, e: Tensor, x: Tensor, name: str) -> None:
+def _check_event(energy, e: Tensor | None, x: Tensor, name: str) -> None:
+    """Check ``x`` (``e is None``: before evaluating) or the energies ``e`` at ``x`` against
+    the event the energy declares, or against an event left unreduced."""
     declared = declared_event_shape(energy)
     if declared is None:
-        if e.shape == x.shape:
+        if e is not None and e.shape == x.shape:
             raise ValueError(
                 f"energy returned shape {tuple(e.shape)} for {name} of the same shape: it did "
                 "not reduce the event dimensions, so every coordinate would become a chain of "
@@ -150,15 +152,17 @@ def _check_event(energy, e: Tensor, x: Tensor, name: str) -> None:
             )
         return
     k = declared if isinstance(declared, int) else len(declared)
-    ok = x.ndim >= k and tuple(e.shape) == tuple(x.shape[: x.ndim - k])
+    ok = x.ndim >= k
     if isinstance(declared, tuple):
         ok = ok and tuple(x.shape[x.ndim - k :]) == declared
+    if e is not None:
+        ok = ok and tuple(e.shape) == tuple(x.shape[: x.ndim - k])
     if not ok:
         what = f"event_shape {declared}" if isinstance(declared, tuple) else f"event_ndim {k}"
+        got = "" if e is None else f" and the energy returned {tuple(e.shape)}"
         raise ValueError(
-            f"the energy declares {what}, but {name} has shape {tuple(x.shape)} and the energy "
-            f"returned {tuple(e.shape)}; expected {name} of shape (*batch, *event) and energies "
-            "of shape batch"
+            f"the energy declares {what}, but {name} has shape {tuple(x.shape)}{got}; expected "
+            f"{name} of shape (*batch, *event) and energies of the batch shape"
         )
 
 
@@ -194,6 +198,7 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains non-finite values")
+    _check_event(energy, None, x, name)
     e = evaluate(energy, x)
     _check_event(energy, e, x, name)
     if not torch.isfinite(e).all():

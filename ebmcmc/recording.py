@@ -226,7 +226,7 @@ class Recorder:
             return None
         first = steps[0]
         if all(s is first or (isinstance(s, float) and s == first) for s in steps):
-            return self._row(first)
+            return self._row(first).contiguous()  # one value per chain, not a broadcast
         return torch.stack([self._row(s) for s in steps], 0)
 
     def _row(self, value) -> Tensor:

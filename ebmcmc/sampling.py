@@ -272,6 +272,7 @@ def sample(
     attrs: dict[str, Any] = {"kernel": type(kernel).__name__, "num_warmup": num_warmup,
                              "thin": thin}  # fmt: skip
     writer: StreamWriter | None = None
+    continuing = False
     if out is not None:
         source = resumed.source if resumed is not None else None
         continuing = source is not None and Path(source).resolve() == Path(out).resolve()
@@ -284,6 +285,10 @@ def sample(
     def warmup_progress(done: int) -> WarmupProgress:
         kept = adapter_state(adapter) if adapter is not None else None
         return WarmupProgress(done, num_warmup, moved, kept)
+
+    if writer is not None and not continuing:  # a valid trace from the start
+        start = warmup_progress(first_warmup) if num_warmup > first_warmup else None
+        writer.commit(state, gen.get_state(), kernel, start)
 
     bar = tqdm(
         total=num_warmup - first_warmup + num_samples * thin,

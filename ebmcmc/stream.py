@@ -206,7 +206,7 @@ class StreamWriter:
             if not self.chunks:
                 self.variables = None  # nothing recorded yet (stopped during warm-up)
             self.stats: dict[str, str] = {k: d for k, (_, d) in table["stats"].items()}
-            self.attrs = dict(ast.literal_eval(ds.attrs.get("run_attrs", "{}")))
+            self.attrs = dict(_read_header(ds)["attrs"])
             self.attrs.update({k: v for k, v in (attrs or {}).items() if k not in self.attrs})
         else:
             if self.path.exists():

@@ -366,7 +366,11 @@ def _header(trace: Trace) -> tuple[dict[str, Any], dict[str, Any]]:
     attributes, final state, kernel, generator state and warm-up progress."""
     data_vars: dict[str, Any] = {}
     attrs: dict[str, Any] = {"batch_shape": list(trace.batch_shape)}
-    attrs["run_attrs"] = repr(_plain_attrs(trace.attrs))
+    # repr() of a dict that ast.literal_eval reads back; nan and inf (R-hat of a short run)
+    # are not literals, so they are written as ("float", "nan")
+    plain = {k: ("float", repr(v)) if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in _plain_attrs(trace.attrs).items()}  # fmt: skip
+    attrs["run_attrs"] = repr(plain)
 
     def put(flat: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
         attrs.update(flat[0])
@@ -425,7 +429,8 @@ def _read_header(ds) -> dict[str, Any]:
         adapter = _decode_values(ds, "warmup.adapter") if "warmup.adapter" in ds.attrs else None
         warmup = WarmupProgress(int(ds.attrs["warmup.done"]), int(ds.attrs["warmup.total"]),
                                 t("warmup.moved").bool(), adapter)  # fmt: skip
-    run_attrs = ast.literal_eval(ds.attrs.get("run_attrs", "{}"))
+    run_attrs = {k: float(v[1]) if isinstance(v, tuple) else v
+                 for k, v in ast.literal_eval(ds.attrs.get("run_attrs", "{}")).items()}  # fmt: skip
     batch_shape = tuple(int(b) for b in np.atleast_1d(ds.attrs["batch_shape"]))
     return {"state": state, "kernel": kernel, "generator_state": gen, "warmup": warmup,
             "attrs": run_attrs, "batch_shape": batch_shape}  # fmt: skip
