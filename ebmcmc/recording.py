@@ -93,9 +93,11 @@ class Recorder:
         batch_shape: the chains' batch shape.
         like: a ``batch``-shaped tensor of the chains' dtype and device (for step sizes).
         sink: receives the chunks (:class:`MemorySink` or a stream writer).
-        chunk_size: draws per chunk; ``None`` chooses by memory (:data:`CHUNK_BYTES`).
+        chunk_size: draws per chunk; ``None``: as many as fit in :data:`CHUNK_BYTES`, at most
+            ``max_chunk``.
         expect: the variables a continued file already records (``name -> (shape, dtype)``);
             the first draw must match them.
+        max_chunk: the most draws a chunk chosen by memory holds.
 
     :meth:`add` returns whether the chunk is full; the caller then calls :meth:`flush` with
     the snapshot of that draw (so a file's index always matches its last chunk).
@@ -113,7 +115,7 @@ class Recorder:
     """
 
     def __init__(self, batch_shape, like: Tensor, sink: Sink, chunk_size: int | None = None,
-                 expect: Spec | None = None):  # fmt: skip
+                 expect: Spec | None = None, max_chunk: int = MAX_CHUNK):  # fmt: skip
         self.batch_shape = torch.Size(batch_shape)
         self.nb = len(self.batch_shape)
         self.num_chains = math.prod(self.batch_shape)
@@ -121,6 +123,7 @@ class Recorder:
         self.sink = sink
         self.chunk_size = chunk_size
         self.expect = expect
+        self.max_chunk = max_chunk
         self.names: tuple[str, ...] = ()
         self.single = False  # trace_fn returns a lone tensor
         self.shapes: list[torch.Size] = []
@@ -166,7 +169,7 @@ class Recorder:
         if self.chunk_size is None:
             size = sum(v.numel() * v.element_size() for v in rec.values())
             size += 3 * self.num_chains * self.like.element_size() + self.num_chains
-            self.chunk_size = max(1, min(MAX_CHUNK, CHUNK_BYTES // max(size, 1)))
+            self.chunk_size = max(1, min(self.max_chunk, CHUNK_BYTES // max(size, 1)))
 
     def _check(self, value) -> None:
         """Raise an error that says how ``trace_fn``'s output changed at this draw (the slow

@@ -24,9 +24,10 @@ from ._interrupts import deferred_interrupts
 from ._random import make_generator
 from .adaptation import WindowAdaptation
 from .convergence import check_run
+from .energy import declared_event_shape, validate
 from .kernels.base import ChainState, Info, Kernel
 from .kernels.proposal import take_chains
-from .recording import MemorySink, Recorder
+from .recording import MAX_CHUNK, MemorySink, Recorder
 from .resume import adapter_state, restore_adapter, resume_kernel
 from .stream import StreamWriter, load_stream
 from .trace import Trace, WarmupProgress
@@ -233,6 +234,8 @@ def sample(
         state = kernel.init_from(energy, init)
     elif isinstance(init, Tensor):
         state = kernel.init(energy, init)
+        if state.event_ndim == 0 and declared_event_shape(energy) is None:
+            validate(energy, init)  # a kernel that skipped the check: raise its error
     else:
         raise TypeError(f"init must be a Tensor, State or Trace, got {type(init).__name__}")
     x0 = state.position
@@ -306,10 +309,8 @@ def sample(
     else:
         sink = writer
     expect = writer.variables if writer is not None else None
-    recorder = Recorder(batch_shape, state.energy, sink, checkpoint_every if writer else None,
-                        expect)  # fmt: skip
-    if writer is not None and recorder.chunk_size is None:
-        recorder.chunk_size = DEFAULT_CHECKPOINT
+    recorder = Recorder(batch_shape, state.energy, sink, checkpoint_every, expect,
+                        DEFAULT_CHECKPOINT if writer is not None else MAX_CHUNK)  # fmt: skip
     accepted_any = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
 
     def finish(failed: bool) -> Trace:
@@ -319,13 +320,18 @@ def sample(
         if in_warmup:
             # the adapter matches the last complete step unless the failure tore an update
             torn = adapter is not None and adapter.iteration != done
+            gen.set_state(gen_done)  # a generator passed in continues from the trace too
             progress = None if torn else warmup_progress(done)
             run["warmup_done"] = done
+            if torn:  # an update broke half-way: the state is kept, the warm-up cannot be
+                run["warmup_lost"] = 1
             if writer is not None:
                 writer.commit(state, gen_done, kernel, progress)
                 return load_stream(writer.path)
             return Trace({}, {}, state, kernel, gen_done, tuple(batch_shape), run, progress)
         last, last_gen, n = snap
+        if n < num_samples:  # stopped early: roll a generator passed in back with the trace
+            gen.set_state(last_gen)
         recorder.flush(snap, upto=n)
         run["recorded"] = ", ".join(sorted(recorder.names))
         if writer is not None:
@@ -418,6 +424,7 @@ def sample(
     except KeyboardInterrupt:
         bar.close()
         if done == first_warmup and not snap[2]:
+            gen.set_state(snap[1])  # a generator passed in is as it was
             raise  # nothing done in this call: nothing to keep
         where = (f"during warm-up after {done} of {num_warmup} steps" if in_warmup
                  else f"after {snap[2]} of {num_samples} draws")  # fmt: skip
@@ -433,6 +440,7 @@ def sample(
     except Exception as err:
         bar.close()
         if done == first_warmup and not snap[2]:
+            gen.set_state(snap[1])
             raise  # nothing done in this call: the error as it is
         stage = "warm-up" if in_warmup else "sampling"
         try:
