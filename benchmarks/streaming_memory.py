@@ -76,8 +76,11 @@ def _timed(args: list[str]) -> dict:
         "returncode": r.returncode,
         "peak_rss_mb": int(grab(r"Maximum resident set size \(kbytes\): (\d+)")) / 1024,
         "wall_s": round(seconds, 1),
-        "cpu_s": round(float(grab(r"User time \(seconds\): ([\d.]+)"))
-                       + float(grab(r"System time \(seconds\): ([\d.]+)")), 1),  # fmt: skip
+        "cpu_s": round(
+            float(grab(r"User time \(seconds\): ([\d.]+)"))
+            + float(grab(r"System time \(seconds\): ([\d.]+)")),
+            1,
+        ),  # fmt: skip
         "stdout": r.stdout.strip()[-200:],
     }
 
