@@ -115,9 +115,10 @@ def _reference_sample(kind: str):
     from ebmcmc.kernels import MALA
 
     warm = N_WARMUP if kind != "sample" else 0
-    start = time.perf_counter()
-    ref = ebmcmc.sample(_target(), MALA(0.1), _x0(), N_SAMPLES, num_warmup=warm, generator=3,
-                        progress=False)  # fmt: skip
+    for _ in range(2):  # timed the second time: the first pays for imports (ArviZ's R-hat)
+        start = time.perf_counter()
+        ref = ebmcmc.sample(_target(), MALA(0.1), _x0(), N_SAMPLES, num_warmup=warm,
+                            generator=3, progress=False)  # fmt: skip
     return ref, time.perf_counter() - start, warm / (warm + N_SAMPLES)
 
 
@@ -201,9 +202,10 @@ def run_kind(kind: str, trials: int, seed: int = 0) -> dict:
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f"ebmcmc-{kind}-"))
     if kind == "train":
-        t0 = time.perf_counter()
-        reference = _trainer(None)
-        reference.fit(TRAIN_STEPS)
+        for _ in range(2):  # timed the second time (the first pays for imports)
+            t0 = time.perf_counter()
+            reference = _trainer(None)
+            reference.fit(TRAIN_STEPS)
         span, lo, hi = time.perf_counter() - t0, 0.05, 0.9
     else:
         reference, span, warm_share = _reference_sample("sample" if kind == "sample" else "x")
@@ -234,6 +236,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    # a process started in the background by a shell (``cmd &``) ignores SIGINT, and then
+    # Python installs no KeyboardInterrupt handler: every signal would be lost
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     results = []
     for kind in args.kinds.split(","):
         if kind not in KINDS:

@@ -306,7 +306,7 @@ def run_pyro(kind: str, target: Target, run: Run, x0: torch.Tensor, seed: int) -
     else:
         # Pyro keeps trajectory_length = step_size * num_steps fixed (here 2.0) and
         # recomputes num_steps from the adapted step size.
-        kernel = PyroHMC(potential_fn=potential, step_size=0.1, num_leapfrog_steps=20)
+        kernel = PyroHMC(potential_fn=potential, step_size=0.1, num_steps=20)
         settings = "trajectory length 2.0 (step_size=0.1, num_steps=20), target accept 0.8"
     mcmc = PyroMCMC(
         kernel,

@@ -44,6 +44,8 @@ def make_generator(
         raise TypeError(
             f"{name} must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
         )
+    if generator is not None and not -(2**63) <= generator < 2**64:
+        raise ValueError(f"{name} must be a seed in [-2**63, 2**64), got {generator}")
     g = torch.Generator(device=device)
     if generator is None:
         g.seed()

@@ -27,10 +27,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._checks import check_int
 from ._deprecation import renamed_kwargs
 from ._random import make_generator
 from .energy import Annealed
-from .kernels.base import Kernel, State, check_positive
+from .kernels.base import Kernel, State
 
 __all__ = ["ais", "bdmc", "AISResult", "BDMCResult", "beta_schedule"]
 
@@ -152,6 +153,33 @@ def _base_energy(base) -> Callable[[Tensor], Tensor]:
     return energy
 
 
+def _check_run_args(steps_per_temperature, target_accept) -> int:
+    steps = check_int("steps_per_temperature", steps_per_temperature, 1)
+    if target_accept is not None:
+        if isinstance(target_accept, bool) or not isinstance(target_accept, int | float):
+            raise TypeError(f"target_accept must be a number in (0, 1), got {target_accept!r}")
+        if not 0 < target_accept < 1:
+            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+    return steps
+
+
+def _check_particles(energy, x: Tensor, where: str) -> None:
+    """The energy evaluates at the particles and answers in their dtype."""
+    try:
+        with torch.no_grad():
+            e = energy(x)
+    except RuntimeError as err:
+        raise ValueError(
+            f"the energy cannot be evaluated at the {x.dtype} particles from {where} ({err}); "
+            "give particles of the energy's dtype and device"
+        ) from err
+    if isinstance(e, Tensor) and e.is_floating_point() and e.dtype != x.dtype:
+        raise ValueError(
+            f"the energy returns {e.dtype} for the {x.dtype} particles from {where}; give "
+            "particles of the energy's dtype (the log weights would mix precisions)"
+        )
+
+
 def _run(
     energy,
     base,
@@ -211,9 +239,8 @@ def _run(
                 # per-temperature Robbins–Monro on log step size towards the target rate
                 step = step * math.exp(a - rate)
         accepts.append(acc_sum / steps_per_temperature)
-        steps.append(
-            float(step) if step is not None else float(torch.as_tensor(kernel_step).mean())
-        )
+        # a per-chain step-size tensor is recorded by its mean over the chains
+        steps.append(float(torch.as_tensor(step if step is not None else kernel_step).mean()))
     if not torch.isfinite(log_w).all():
         bad = int((~torch.isfinite(log_w)).sum())
         raise FloatingPointError(
@@ -269,7 +296,8 @@ def ais(
             ``.sample(n, generator=...)``, e.g. ``ebmcmc.targets.Gaussian``. Its samples may
             carry condition dimensions after the particle dimension.
         kernel: transition kernel used at every temperature (its ``step_size`` is the
-            starting value of the per-temperature adaptation).
+            starting value of the per-temperature adaptation; a per-chain tensor is scaled by
+            one factor per temperature, and ``step_sizes`` records its mean).
         num_chains: number of particles.
         betas: the temperature ladder (``0 … 1``, increasing); or give ``num_temperatures``.
         num_temperatures: number of temperatures for ``schedule`` (default 100 if neither is
@@ -280,12 +308,16 @@ def ais(
         steps_per_temperature: kernel transitions at each temperature.
         adapt_step_size: adapt the step size per temperature towards ``target_accept``
             (default: the kernel's) by ``eps *= exp(accept - target)`` after each transition.
-        target_accept: acceptance rate to aim for.
+        target_accept: acceptance rate to aim for, in ``(0, 1)``.
         init: starting particles ``(num_chains, *conditions, *event)`` instead of
             ``base.sample(num_chains)``.
 
     Returns:
         An :class:`AISResult`; ``log_z`` is a stochastic lower bound of the truth.
+
+    Raises:
+        TypeError, ValueError: a bad argument (named), or an energy that cannot be evaluated
+            at the particles or answers in another dtype than theirs.
 
     Example:
         >>> import torch
@@ -301,18 +333,21 @@ def ais(
 
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel must be an ebmcmc Kernel, got {type(kernel).__name__}")
-    check_positive("num_chains", num_chains)
-    check_positive("steps_per_temperature", steps_per_temperature)
+    num_chains = check_int("num_chains", num_chains, 1)
+    steps = _check_run_args(steps_per_temperature, target_accept)
     b = _resolve_betas(betas, num_temperatures, schedule)
     if init is None:
         gen_cpu = make_generator(generator)
-        x = base.sample(int(num_chains), generator=gen_cpu)
+        x = base.sample(num_chains, generator=gen_cpu)
         gen = gen_cpu
     else:
+        if not isinstance(init, Tensor) or not init.is_floating_point():
+            raise TypeError("init must be a floating-point tensor (num_chains, *conditions, …)")
         x = init
         gen = make_generator(generator, x.device)
     if x.shape[0] != num_chains:
         raise ValueError(f"init has {x.shape[0]} particles, expected num_chains={num_chains}")
+    _check_particles(energy, x, "init" if init is not None else "base.sample")
     return _run(
         energy,
         base,
@@ -320,7 +355,7 @@ def ais(
         x,
         b,
         gen,
-        int(steps_per_temperature),
+        steps,
         adapt_step_size,
         target_accept,
         progress,
@@ -390,6 +425,9 @@ def bdmc(
         True
     """
 
+    steps = _check_run_args(steps_per_temperature, target_accept)
+    if not isinstance(exact_samples, Tensor) or not exact_samples.is_floating_point():
+        raise TypeError("exact_samples must be a floating-point tensor (num_chains, …)")
     b = _resolve_betas(betas, num_temperatures, schedule)
     n = exact_samples.shape[0]
     gen = make_generator(generator)
@@ -420,6 +458,7 @@ def bdmc(
         target_accept=target_accept,
         init=x0,
     )
+    _check_particles(energy, exact_samples, "exact_samples")
     upper = _run(
         energy,
         base,
@@ -427,7 +466,7 @@ def bdmc(
         exact_samples,
         b,
         gen,
-        int(steps_per_temperature),
+        steps,
         adapt_step_size,
         target_accept,
         progress,

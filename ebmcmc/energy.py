@@ -51,6 +51,8 @@ class Energy(Protocol):
 def _check_batch_shape(e: Tensor, x: Tensor, name: str = "energy") -> None:
     if not isinstance(e, Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(e).__name__}")
+    if not e.is_floating_point():
+        raise TypeError(f"{name} must return a floating-point tensor, got dtype {e.dtype}")
     nb = e.ndim
     if nb > x.ndim or tuple(x.shape[:nb]) != tuple(e.shape):
         raise ValueError(
@@ -184,8 +186,10 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
         The energies at ``x``, shape ``batch``.
 
     Raises:
-        ValueError: if the output is not of the batch shape, does not reduce the event, does
-            not match the declared event, or is not finite everywhere.
+        TypeError: if the output is not a floating-point tensor.
+        ValueError: if the output is not of the batch shape, is empty (no chains), does not
+            reduce the event, does not match the declared event, or is not finite
+            everywhere.
 
     Example:
         >>> import torch
@@ -200,6 +204,11 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
         raise ValueError(f"{name} contains non-finite values")
     _check_event(energy, None, x, name)
     e = evaluate(energy, x)
+    if e.numel() == 0:
+        raise ValueError(
+            f"{name} holds no chains: the energy's batch shape is {tuple(e.shape)} for {name} "
+            f"of shape {tuple(x.shape)}"
+        )
     _check_event(energy, e, x, name)
     if not torch.isfinite(e).all():
         bad = (~torch.isfinite(e)).sum().item()

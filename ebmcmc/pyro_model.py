@@ -453,7 +453,33 @@ class PyroEnergy(torch.nn.Module):
         # when the support check excluded no chain, all of idx is known to fail together
         failed = bool((on_support == ok).all())
         idx = on_support.nonzero().squeeze(-1)
+        # one run without validation finds the chains whose density is not finite (a NaN
+        # location, an overflowed scale); the rest usually pass validation together, and
+        # halving (one model run and one formatted error message per failure) is left for
+        # the failures the screen cannot see
+        screened = self._screen(z, idx)
+        if screened is not None and not bool(screened.all()):
+            idx = idx[screened]
+            if idx.numel() == 0:
+                return _assemble(z, idx, z.new_empty(0))
+            try:
+                return _assemble(z, idx, self._run(z[idx]))
+            except (RuntimeError, ValueError) as err:
+                if not _is_numerical_failure(err):
+                    raise
+            failed = True
         return _assemble(z, idx, self._bisect(z, idx, failed=failed))
+
+    def _screen(self, z: Tensor, idx: Tensor) -> Tensor | None:
+        """Per chain of ``idx``: whether one run of the model with validation off gives a
+        finite energy (``None`` when that run fails too)."""
+        if idx.numel() == 0:
+            return None
+        try:
+            with torch.no_grad(), self._pyro.validation_enabled(False):
+                return torch.isfinite(self._run(z[idx]))
+        except (RuntimeError, ValueError):
+            return None
 
     def _potential_one(self, zi: Tensor) -> Tensor:
         poutine = self._poutine

@@ -147,6 +147,13 @@ class Recorder:
                 for n, s, d in zip(self.names, self.shapes, self.dtypes, strict=True)}  # fmt: skip
 
     def _first(self, value) -> None:
+        try:
+            self._first_draw(value)
+        except (TypeError, ValueError) as err:
+            setattr(err, "bad_argument", "trace_fn")  # noqa: B010 - read by sample()
+            raise
+
+    def _first_draw(self, value) -> None:
         rec = as_record(value)
         for k, v in rec.items():
             if tuple(v.shape[: self.nb]) != tuple(self.batch_shape):

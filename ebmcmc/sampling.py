@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._checks import check_flag
 from ._interrupts import deferred_interrupts
 from ._random import make_generator
 from .adaptation import WindowAdaptation
@@ -61,7 +62,9 @@ class SamplingError(RuntimeError):
     :func:`sample` raises it, chaining the original exception (``err.__cause__``), when the
     energy, the kernel or ``trace_fn`` raises after the run has done something (a warm-up step
     or a draw), or when ``trace_fn``'s output changes shape. An exception raised before that
-    propagates as it is.
+    propagates as it is, and so does the ``TypeError`` or ``ValueError`` that says
+    ``trace_fn``'s first output is unusable (not tensors, not of the batch shape), with the
+    warm-up's progress in its ``partial_trace`` attribute.
 
     Attributes:
         partial_trace: the draws recorded before the failure, with the state, kernel and
@@ -212,6 +215,11 @@ def sample(
     thin = _check_int("thin", thin, 1)
     if not callable(energy):
         raise TypeError("energy must be callable")
+    if trace_fn is not None and not callable(trace_fn):
+        raise TypeError(
+            f"trace_fn must be callable (state, info) -> Tensor or dict, got {trace_fn!r}"
+        )
+    progress, check = check_flag("progress", progress), check_flag("check", check)
     trace_fn = trace_fn or _default_trace_fn
     if adaptation == "default":
         adaptation = WindowAdaptation()
@@ -442,6 +450,12 @@ def sample(
         if done == first_warmup and not snap[2]:
             gen.set_state(snap[1])
             raise  # nothing done in this call: the error as it is
+        if getattr(err, "bad_argument", None) == "trace_fn":
+            # what trace_fn returns at the first draw is unusable: an argument error, raised as
+            # it is, with the warm-up kept on it
+            err.partial_trace = finish(True)  # type: ignore[attr-defined]
+            err.add_note("the warm-up is kept in err.partial_trace")
+            raise
         stage = "warm-up" if in_warmup else "sampling"
         try:
             partial: Trace | None = finish(True)

@@ -69,6 +69,10 @@ def _read_index(path: Path) -> tuple[dict[str, Any], Any]:
     index = path / INDEX
     if not index.is_file():
         raise FileNotFoundError(f"{str(path)!r} is a directory without a trace index ({INDEX})")
+    from ._stream_files import check_stream_table
+    from ._trace_files import check_file  # h5py inspects it first
+
+    check_file(index, STREAM_FORMAT, kind="index")
     try:
         with xr.open_dataset(index, engine="h5netcdf") as ds:
             ds = ds.load()
@@ -76,13 +80,22 @@ def _read_index(path: Path) -> tuple[dict[str, Any], Any]:
         raise ValueError(f"{str(index)!r} is not a readable trace index: {err}") from err
     if ds.attrs.get("format") != STREAM_FORMAT:
         raise ValueError(f"{str(index)!r} is not an ebmcmc trace index ({STREAM_FORMAT!r})")
-    table = ast.literal_eval(ds.attrs["stream"])
+    table = check_stream_table(ast.literal_eval(ds.attrs["stream"]), index)
     return table, ds
 
 
-def _read_array(file: Path, name: str) -> np.ndarray | None:
+def _read_array(
+    file: Path, name: str, checked: dict[Path, dict] | None = None
+) -> np.ndarray | None:
+    """Dataset ``name`` of a chunk file (``None`` if it has none); with ``checked``, the file is
+    first inspected (once) against what the index says it holds (``checked[file]``)."""
     import h5py
 
+    if checked is not None and not checked[file].get("ok"):
+        from ._trace_files import check_file
+
+        check_file(file, None, kind="chunk", table=checked[file])
+        checked[file]["ok"] = True
     with h5py.File(file, "r") as f:
         return f[name][()] if name in f else None
 
@@ -123,11 +136,14 @@ def load_stream(path: str | os.PathLike) -> Trace:
         for name, (shape, dtype) in table[group].items():
             columns[f"{prefix}.{name}"] = (name, tuple(shape), dtype)
 
+    expect = {f: {"chains": chains, "draws": n, "variables": table["variables"],
+                  "stats": table["stats"]} for f, n in zip(files, counts, strict=True)}  # fmt: skip
+
     def read(key: str) -> Tensor:
         name, shape, dtype = columns[key]
         torch_dtype = getattr(torch, dtype)
         if key == "stat.step_size":
-            found = [_read_array(f, "const.step_size") for f in files]
+            found = [_read_array(f, "const.step_size", expect) for f in files]
             rows = [r for r in found if r is not None]
             if (
                 rows
@@ -139,9 +155,9 @@ def load_stream(path: str | os.PathLike) -> Trace:
         out = torch.empty((chains, total) + shape, dtype=torch_dtype)
         a = 0
         for f, n in zip(files, counts, strict=True):
-            arr = _read_array(f, key)
+            arr = _read_array(f, key, expect)
             if arr is None and key == "stat.step_size":
-                row = torch.from_numpy(np.asarray(_read_array(f, "const.step_size")))
+                row = torch.from_numpy(np.asarray(_read_array(f, "const.step_size", expect)))
                 out[:, a : a + n] = row[:, None]
             elif arr is None:
                 raise ValueError(f"{str(f)!r} has no {key!r}")

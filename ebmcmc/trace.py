@@ -34,7 +34,10 @@ STREAM_FORMAT = "ebmcmc-trace-stream/1"
 
 
 def _to_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    t = t.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.to(torch.float32)  # bfloat16, float8: NumPy has no such dtype; float32 holds them
+    return t.numpy()
 
 
 @dataclasses.dataclass
@@ -307,7 +310,8 @@ class Trace:
 
         Raises:
             FileNotFoundError: the file does not exist.
-            ValueError: the file is not an ebmcmc trace or is corrupt.
+            ValueError: the file is not an ebmcmc trace, is corrupt, or holds anything
+                :meth:`save` does not write (checked with h5py before anything is read).
 
         Example:
             >>> import torch, ebmcmc, tempfile, os
@@ -327,6 +331,9 @@ class Trace:
             return load_stream(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {str(path)!r}")
+        from ._trace_files import check_file, check_loaded  # h5py inspects it before xarray
+
+        check_file(path, _FORMAT)
         try:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 ds = ds.load()
@@ -348,8 +355,9 @@ class Trace:
         if "diverging" in stats:
             stats["diverging"] = stats["diverging"].bool()
         head = _read_header(ds)
-        return cls(variables, stats, head["state"], head["kernel"], head["generator_state"],
-                   head["batch_shape"], head["attrs"], head["warmup"])  # fmt: skip
+        trace = cls(variables, stats, head["state"], head["kernel"], head["generator_state"],
+                    head["batch_shape"], head["attrs"], head["warmup"])  # fmt: skip
+        return check_loaded(trace, path)
 
 
 def _dims(name: str, arr: np.ndarray, lead: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,13 +1,17 @@
 """Train an EBM on a 2-D toy set and score it: density and sample plots, KL and MMD.
 
 Estimators: ``drl`` (diffusion recovery likelihood), ``cd`` (CD-k from the data),
-``short-run`` (short-run ML from noise) and ``pcd`` (persistent CD with a replay buffer).
+``short-run`` (short-run ML from noise), ``pcd`` (persistent CD with a replay buffer) and
+``daebm`` (the diffusion-assisted EBM: one network over T + 1 = 7 noise levels, trained with a
+persistent buffer of ``(x, t)`` chains; its paper's 2-D set is ``--dataset rings``).
 Data sets: ``eight_gaussians``, ``grid25``, ``rings``, ``checkerboard``, ``swiss_roll``.
 
 The model, estimator and optimiser come from :func:`ebmcmc.app.setups.toy_setup`, whose docstring
 states the 2-D DRL configuration (data / 2, T = 6, K = 30, b^2 = 4e-3, TimeMLP with Fourier
 features, likelihood loss weights, tether jumps) and why each choice differs from the
-image defaults. Every value can be overridden here.
+image defaults; the DAEBM configuration is stated there too (data in their own units,
+T = 6, 40 Langevin steps per transition, Adam lr 5e-4, batch 100). Every value can be
+overridden here; options left unset take the chosen estimator's default.
 
 Scores (``metrics.json``):
 
@@ -15,7 +19,8 @@ Scores (``metrics.json``):
   level-0 EBM ``p(x_0) ∝ exp(-E(a'_1 x_0, 0) / s_0^2)`` against the data with
   ``sigma_bar_0`` of noise; ``kl_hierarchical`` is DRL's full model (the chain of
   conditionals, each normalised on a grid:
-  :func:`~ebmcmc.evaluation.recovery_log_prob_on_grid`).
+  :func:`~ebmcmc.evaluation.recovery_log_prob_on_grid`). For DAEBM it is the level-0 model
+  ``p(x) ∝ exp(-E(x, 0))`` against the data.
 * ``mmd_ratio``: squared MMD (V-statistic) of generated samples to held-out data over the
   mean MMD between independent data samples of the same size (1 = as good as data).
 
@@ -25,6 +30,7 @@ Outputs in ``--out``: ``checkpoint.pt`` (the Trainer's; a second run resumes it)
 Example::
 
     python examples/toy2d.py --estimator drl --dataset eight_gaussians --minutes 10 --out out/toy
+    python examples/toy2d.py --estimator daebm --dataset rings --minutes 10 --out out/rings
     python examples/toy2d.py --smoke --out /tmp/toy   # CI: a few steps, < 30 s
 """
 
@@ -140,15 +146,17 @@ def parse(argv=None):
                    help="step from which lr x 0.2 (default: 60%% of --steps)")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (< 30 s)")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out")
-    p.add_argument("--scale", type=float, default=2.0, help="data are divided by this")
-    p.add_argument("--levels", type=int, default=6, help="DRL: T")
+    p.add_argument("--scale", type=float, default=None,
+                   help="data are divided by this (default 2; DAEBM 1)")  # fmt: skip
+    p.add_argument("--levels", type=int, default=6, help="DRL, DAEBM: T")
     p.add_argument(
         "--langevin-steps",
         "--K",
         dest="langevin_steps",
         type=int,
-        default=30,
-        help="Langevin steps per loss (per level for DRL)",
+        default=None,
+        help="Langevin steps per loss (per level for DRL, per transition for DAEBM); "
+        "default 30 (DAEBM 40)",
     )
     p.add_argument("--b2", type=float, default=4e-3, help="DRL: b^2 of the step sizes")
     p.add_argument("--jump-every", type=int, default=1, help="DRL: tether jumps (0: off)")
@@ -156,12 +164,13 @@ def parse(argv=None):
     p.add_argument("--fourier-features", type=int, default=64)
     p.add_argument("--fourier-scale", type=float, default=0.3)
     p.add_argument("--step-size", type=float, default=1e-3, help="baselines: Langevin eps")
-    p.add_argument("--sample-steps", type=int, default=500, help="baselines: steps to sample")
+    p.add_argument("--sample-steps", type=int, default=500,
+                   help="baselines: steps to sample; DAEBM: transitions of burn-in")  # fmt: skip
     p.add_argument("--energy-reg", type=float, default=0.1, help="baselines: alpha")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (DAEBM 5e-4)")
+    p.add_argument("--batch", type=int, default=None, help="default 256 (DAEBM 100)")
     p.add_argument("--n-train", type=int, default=50000)
     p.add_argument("--n-eval", type=int, default=2000)
     p.add_argument("--ancestors", type=int, default=4000, help="DRL: hierarchical KL draws")
@@ -191,7 +200,7 @@ def main(argv=None) -> dict:
         energy_reg=args.energy_reg, buffer_size=min(10000, args.n_train), lr=args.lr,
         batch_size=args.batch, decay_at=args.decay_at, seed=args.seed,
     )  # fmt: skip
-    train = D.toy_dataset(args.dataset, args.n_train, args.seed) / args.scale
+    train = D.toy_dataset(args.dataset, args.n_train, args.seed) / setup.scale
     heldout = D.toy_dataset(args.dataset, args.n_eval, args.seed + 1000)
     trainer = Trainer(setup.model, setup.estimator, train, setup.config, run_dir=args.out,
                       seed=args.seed, progress=not args.no_progress)  # fmt: skip

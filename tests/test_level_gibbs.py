@@ -202,3 +202,98 @@ def test_save_load_resume_is_bit_identical(tmp_path):
         assert torch.equal(joined.variables[name], full.variables[name])
     assert torch.equal(joined.stats["step_size"], full.stats["step_size"])
     assert torch.equal(rest.final_state.level, full.final_state.level)
+
+
+# ------------------------------------------------------------------ several inner steps
+
+
+def _start(levels, dtype=DT):
+    x = torch.linspace(-1, 1, len(levels), dtype=dtype)[:, None]
+    level = torch.tensor(levels)
+    e, grad = energy_and_grad(AtLevel(joint, level), x)
+    return LevelState(State(x, e, grad), level)
+
+
+def test_inner_steps_are_that_many_inner_moves_then_one_draw():
+    """inner_steps=K is K inner steps at the chain's level (its step size), then the level
+    draw: bit for bit what doing it by hand gives, and the info summarises the K moves."""
+    K = 4
+    k = LevelGibbs(MALA(0.5), num_levels=L, step_sizes=STEPS, inner_steps=K)
+    start = _start([0, 1, 2, 3, 3, 0, 2])
+    moved, info = k.step(joint, start, torch.Generator().manual_seed(5))
+
+    g = torch.Generator().manual_seed(5)
+    level = start.level
+    cond, mala = AtLevel(joint, level), MALA(STEPS[level])
+    s, probs, acc = start.inner, [], []
+    for _ in range(K):
+        s, i = mala.step(cond, s, g)
+        probs.append(i.accept_prob)
+        acc.append(i.accepted)
+    draw = LevelGibbs(RandomWalk(1.0), num_levels=L)  # only its level draw is used below
+    table = draw.level_energies(joint, s.position)
+    logits = -table.T
+    u = torch.rand(logits.shape, generator=g, dtype=DT).clamp_(min=torch.finfo(DT).tiny)
+    new_level = torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+
+    assert torch.equal(moved.position, s.position)
+    assert torch.equal(moved.level, new_level)
+    mean_prob = torch.stack(probs).mean(0)
+    assert torch.allclose(info.accept_prob, mean_prob)
+    assert torch.equal(info.accepted, torch.stack(acc).any(0))
+    assert torch.equal(info.moved_level, level) and torch.equal(info.level, new_level)
+    assert torch.equal(info.level_moves, torch.bincount(level, minlength=L))
+    for t in range(L):
+        assert torch.allclose(info.level_accept[t], mean_prob[level == t].mean())
+    assert torch.equal(info.level_counts, torch.bincount(new_level, minlength=L))
+    assert k.evals_per_step == K * MALA.evals_per_step + 1
+
+
+def test_level_accept_is_nan_where_no_chain_moved():
+    k = LevelGibbs(MALA(0.5), num_levels=L, step_sizes=STEPS, inner_steps=2)
+    _, info = k.step(joint, _start([1, 1, 3]), torch.Generator().manual_seed(0))
+    assert info.level_moves.tolist() == [0, 2, 0, 1]
+    assert torch.isnan(info.level_accept[[0, 2]]).all()
+    assert torch.isfinite(info.level_accept[[1, 3]]).all()
+
+
+def test_one_inner_step_is_the_default_and_unchanged():
+    a = LevelGibbs(MALA(0.5), num_levels=L, step_sizes=STEPS)
+    b = LevelGibbs(MALA(0.5), num_levels=L, step_sizes=STEPS, inner_steps=1)
+    assert a == b and a.inner_steps == 1
+    sa, ia = a.step(joint, _start([0, 2, 3]), torch.Generator().manual_seed(1))
+    sb, ib = b.step(joint, _start([0, 2, 3]), torch.Generator().manual_seed(1))
+    assert torch.equal(sa.position, sb.position) and torch.equal(ia.accept_prob, ib.accept_prob)
+    assert ia.inner is not None and torch.equal(ia.inner.accept_prob, ia.accept_prob)
+
+
+def test_level_draw_after_several_inner_steps_is_the_exact_conditional():
+    """As above with 3 inner steps of a random walk that keeps x put: the drawn levels follow
+    softmax_t(-E(x, t)) within 4 standard errors."""
+    n, x = 20000, -0.7
+    k = LevelGibbs(RandomWalk(1e-9), num_levels=L, inner_steps=3)
+    s = k.init(joint, torch.full((n, 1), x, dtype=DT), level=torch.zeros(n, dtype=torch.long))
+    s, info = k.step(joint, s, torch.Generator().manual_seed(2))
+    p = torch.softmax(-joint(torch.full((L, 1), x, dtype=DT), torch.arange(L)), 0)
+    freq = info.level_counts.to(DT) / n
+    assert (((freq - p) / torch.sqrt(p * (1 - p) / n)).abs() < 4).all(), (freq, p)
+
+
+def test_init_at_given_levels():
+    k = LevelGibbs(MALA(0.5), num_levels=L, step_sizes=STEPS)
+    x = torch.zeros(3, 1, dtype=DT)
+    s = k.init(joint, x, level=torch.tensor([3, 0, 1]))
+    assert s.level.tolist() == [3, 0, 1] and s.level.dtype == torch.long
+    assert torch.allclose(s.energy, joint(x, torch.tensor([3, 0, 1])))
+    with pytest.raises(ValueError, match="level"):
+        k.init(joint, x, level=torch.tensor([0, 4, 1]))
+    with pytest.raises(ValueError, match="shape"):
+        k.init(joint, x, level=torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        k.init(joint, x, level=torch.tensor([0.0, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True])
+def test_bad_inner_steps_raise(n):
+    with pytest.raises(ValueError, match="inner_steps"):
+        LevelGibbs(MALA(0.1), num_levels=2, inner_steps=n)

@@ -17,13 +17,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import MCMC, NUTS
+from pyro.infer import MCMC
+from pyro.infer import NUTS as PyroNUTS
 
 import ebmcmc
 from ebmcmc import arviz_bridge
 from ebmcmc.diagnostics import summary
 from ebmcmc.energy import energy_and_grad, from_pyro
-from ebmcmc.kernels import HMC, MALA
+from ebmcmc.kernels import HMC, MALA, NUTS, ChEES
 from ebmcmc.pyro_model import PyroEnergy
 
 N, D = 100, 3
@@ -59,7 +60,7 @@ def _nuts(
         with torch.random.fork_rng(devices=[]):
             for c in range(chains):
                 pyro.set_rng_seed(seed + c)
-                kernel = NUTS(model, jit_compile=True, ignore_jit_warnings=True)
+                kernel = PyroNUTS(model, jit_compile=True, ignore_jit_warnings=True)
                 mcmc = MCMC(
                     kernel,
                     num_samples=samples,
@@ -534,8 +535,8 @@ def nuts_eight_schools():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kernel", "chains", "steps"),
-    [(MALA(0.1), 64, 500), (HMC(0.1, 10), 32, 150)],
-    ids=["MALA", "HMC"],
+    [(MALA(0.1), 64, 500), (HMC(0.1, 10), 32, 150), (NUTS(), 16, 300), (ChEES(), 64, 300)],
+    ids=["MALA", "HMC", "NUTS", "ChEES"],
 )
 def test_eight_schools_default_inits_and_warmup_agree_with_pyro_nuts(
     kernel, chains, steps, nuts_eight_schools

@@ -9,6 +9,8 @@ standard error as ebmcmc's ArviZ summary reports it (ESS-based MCSE over all cha
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -54,8 +56,10 @@ def test_plain_mala_stays_in_its_starting_mode():
     frac = _mode(tr.draws).mean(1)  # per-chain fraction of draws in the right-hand mode
     assert set(frac.tolist()) <= {0.0, 1.0}, "a MALA chain crossed an 11-nat barrier"
     assert torch.equal(frac, _mode(x0))  # every chain is where it started
+    # every chain's mode indicator is constant: the summary's R-hat is undefined there (NaN,
+    # which reports flag as a failure) or, where defined, far above 1
     r_hat = summary({"mode": _mode(tr.draws).numpy()})["r_hat"].iloc[0]
-    assert r_hat > 1.5, f"R-hat of the mode indicator {r_hat} should flag the stuck chains"
+    assert math.isnan(r_hat) or r_hat > 1.5, f"R-hat {r_hat} should flag the stuck chains"
 
 
 def test_replica_exchange_recovers_the_mode_weight():

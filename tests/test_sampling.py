@@ -4,6 +4,8 @@ resume, interruption and input validation."""
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import warnings
 
 import pytest
@@ -454,6 +456,11 @@ def test_statistics_are_stored_compactly():
     assert tr.stats["step_size"].stride() == (1, 0) and torch.all(tr.stats["step_size"] == 0.3)
     assert tr.stats["diverging"].dtype == torch.bool
     assert tr.draws.untyped_storage().nbytes() == tr.draws.numel() * tr.draws.element_size()
+    # saved once per chain and loaded back (the file checks accept it)
+    with tempfile.TemporaryDirectory() as d:
+        back = Trace.load(tr.save(os.path.join(d, "t.nc")))
+    assert back.stats["step_size"].stride() == (1, 0)
+    assert all(torch.equal(back.stats[k], tr.stats[k]) for k in tr.stats)
     # a varying step size (HMC's jitter) is stored per draw
     jittered = run(HMC(0.3, 2, jitter=0.5), n=20)
     assert jittered.stats["step_size"].stride(1) != 0

@@ -252,3 +252,54 @@ print(json.dumps(out))
     # 4x the draws: the streamed peak grows by less than the 100 extra MiB of data, by far
     assert got["stream2000"] - got["stream500"] < 20 * mb, got
     assert got["memory"] < 1.5 * got["stored"], got
+
+
+def test_streamed_files_are_checked_before_they_are_read(tmp_path, full):
+    """The index is inspected with h5py before it is read, each chunk file before its first
+    column is read: a dataset outside the format, a link, or a chunk whose shapes are not
+    what the index lists is refused with a ValueError naming the file."""
+    import h5py
+    import numpy as np
+
+    out = tmp_path / "run"
+    stream(out)
+    assert_same(Trace.load(out), full)  # what sample writes passes the checks
+
+    def crafted(name: str, edit) -> Path:
+        bad = tmp_path / name
+        bad.mkdir()
+        for f in out.iterdir():
+            (bad / f.name).write_bytes(f.read_bytes())
+        edit(bad)
+        return bad
+
+    def extra_index_dataset(d):
+        with h5py.File(d / INDEX, "a") as f:
+            f["evil"] = np.zeros(3)
+
+    def index_link(d):
+        with h5py.File(d / INDEX, "a") as f:
+            f["state.link"] = h5py.ExternalLink("/etc/passwd", "/")
+
+    def chunk_extra(d):
+        with h5py.File(d / chunk_name(1), "a") as f:
+            f["var.evil"] = np.zeros(3)
+
+    def chunk_short(d):  # the last chunk (one draw) in place of chunk 2 (seven)
+        last = sorted(d.glob("draws-*.nc"))[-1]
+        (d / chunk_name(2)).write_bytes(last.read_bytes())
+
+    for name, edit, why in [
+        ("extra_index_dataset", extra_index_dataset, r"index.nc.*unexpected dataset 'evil'"),
+        ("index_link", index_link, r"index.nc.*'state.link' is an external link"),
+        ("chunk_extra", chunk_extra, r"draws-000001.nc.*'var.evil'"),
+        ("chunk_short", chunk_short, r"draws-000002.nc.*shape \(6, 1[,)].*index says \(6, 7[,)]"),
+    ]:
+        bad = crafted(name, edit)
+        if not name.startswith("chunk"):
+            with pytest.raises(ValueError, match=why):
+                Trace.load(bad)
+        else:
+            tr = Trace.load(bad)  # only the index is read here
+            with pytest.raises(ValueError, match=why):
+                tr.stats["energy"]

@@ -25,6 +25,7 @@ from .dual_averaging import (
     dual_averaging_init,
     dual_averaging_update,
 )
+from .level_steps import LEVEL_STEP_RULES, LevelStepAdaptation
 from .tuning import Leaf, kernel_at, leaves, pool_dims, replace_at
 from .welford import Welford, WelfordState, welford_init, welford_update, welford_variance
 from .window_adaptation import Adapter, WindowAdaptation
@@ -44,6 +45,8 @@ __all__ = [
     "welford_update",
     "welford_variance",
     "warmup_schedule",
+    "LevelStepAdaptation",
+    "LEVEL_STEP_RULES",
     "Leaf",
     "leaves",
     "kernel_at",

@@ -69,7 +69,8 @@ class WindowAdaptation:
 
     Robust pooling: the shared step size follows the mean acceptance of the chains that are
     not stuck (kernels that ask for it, like ChEES, pool by the harmonic mean of the chains
-    whose acceptance is at least 1e-4 and that did not diverge).
+    whose acceptance is at least 1e-4 and that did not diverge; when those failing chains are
+    the majority, they count at acceptance 1e-4, so a step too long for most chains shrinks).
 
     Example:
         >>> import torch, ebmcmc
@@ -167,12 +168,16 @@ class _LeafAdaptation:
             return self.pooled(a)  # per chain or per group: no pooling across all chains
         keep = self.keep
         if self.harmonic:
+            pooled = torch.ones_like(info.accepted) if keep is None else keep
             ok = (a >= MIN_ACCEPT) & torch.isfinite(a) & ~info.diverging
-            if keep is not None:
-                ok = ok & keep
-            if not bool(ok.any()):
+            failed = pooled & ~ok
+            if not bool(pooled.any()):
                 return a.new_zeros(())
-            return 1.0 / (1.0 / a[ok]).mean()
+            if 2 * int(failed.sum()) >= int(pooled.sum()):
+                # most chains rejected everything or diverged: the step is too long for
+                # them, so they count (at the floor) and pull it down
+                return 1.0 / (1.0 / torch.where(ok, a, MIN_ACCEPT)[pooled]).mean()
+            return 1.0 / (1.0 / a[ok & pooled]).mean()
         return a.mean() if keep is None else a[keep].mean()
 
     def add_positions(self, x: Tensor) -> None:
@@ -226,6 +231,11 @@ class Adapter:
             ad = _LeafAdaptation(leaf.path, len(batch), pool, None, adapt_mass, [])
             if adapt_step:
                 s = per_chain(step, batch, st.energy, "step_size")
+                if not bool((s > 0).all()):  # e.g. 1e-300 in float32
+                    raise ValueError(
+                        f"step_size {step!r} is 0 in the chains' dtype {s.dtype}; give a step "
+                        "size that dtype can hold"
+                    )
                 s = s.clone() if not pool else ad.pooled(s)
                 init: float | Tensor = float(s) if s.ndim == 0 else s
                 assert target is not None

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Read a trace saved with Trace.save (NetCDF) and write report.html (self-contained) "
             "and report.md (with PNGs) to --out: R-hat, ESS, divergences, acceptance, BFMI, "
-            "the summary table and ArviZ's trace/rank/ESS/autocorrelation/energy plots."
+            "the summary table and trace/rank/ESS/autocorrelation/energy plots (every chain "
+            "through summaries, at most 16 drawn one by one)."
         ),
     )
     g.add_argument("trace", help="path of a trace file written by ebmcmc.Trace.save")
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             path = report(args.trace, args.out, title=args.title, max_coords=args.max_coords)
         except (ValueError, OSError) as err:
-            print(f"ebmcmc diagnose: error: {err}", file=sys.stderr)
+            # one line, whatever the message holds (HDF5's can span several)
+            print(f"ebmcmc diagnose: error: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
         print(f"report written to {path}")
     return 0

@@ -31,6 +31,31 @@ with ``sigma_bar_0 = 0.01`` (scaled units) of Gaussian noise.
 Langevin with step ``1e-3`` (scaled units), 30 steps, and the energy-magnitude penalty
 ``alpha = 0.1`` that short-run EBMs need to stay bounded.
 
+**DAEBM** (:func:`toy_setup` / :func:`digits_setup` with ``"daebm"``; the diffusion-assisted
+EBM, :class:`~ebmcmc.estimators.DiffusionAssistedEBM`), as in the paper's code where it has a
+setting:
+
+* 2-D (the four rings): the data in their own units (``scale = 1``), ``T = 6`` levels of the
+  sqrtcumlinear schedule with ramp ``1e-2 .. 0.3``, 40 Langevin steps per transition, initial
+  steps ``epsilon_t = sigma_t`` (``epsilon_0 = epsilon_1``; ebmcmc's ``eps = epsilon^2 / 2``;
+  the paper starts at ``0.1 sigma_t``, 100 times smaller in ``eps`` than where its own rule
+  takes the steps in a short run, which costs about 400 iterations of growth: measured in
+  ``diagnostics/daebm_step_rules.py``), a 10,000-entry buffer, Adam lr 5e-4 with betas
+  (0, 0.999), batch 100, no EMA; the Metropolis correction from iteration 500 (the paper's
+  one epoch of 50,000 points);
+  the :class:`~ebmcmc.nn.TimeMLP` of the DRL set-up (with Fourier features) over ``T + 1``
+  levels.
+* digits: ``T = 50``, ramp ``2e-4 .. 2e-2``, 40 steps, ``eps = 0.005`` (the paper's
+  ``epsilon^2 = 0.01``) at every level, the correction from iteration 300 (the paper waits 10
+  of its 200 epochs; a CPU run is far shorter), a :class:`~ebmcmc.nn.TimeMLP` on the 64
+  pixels, Adam lr 1e-4 with betas (0, 0.999), batch 128, no EMA, and a 10,000-entry buffer
+  (the paper's 50,000 suits its 120,000 iterations; a short run needs every entry to move).
+* the per-level step sizes adapted by the paper's band rule every 10 iterations (the
+  estimator's default; the paper adapts every 100; see
+  :class:`~ebmcmc.adaptation.LevelStepAdaptation`).
+* With other ``levels`` the ramp is scaled by ``6 / T`` (2-D) or ``50 / T`` (digits), which
+  keeps the top level's noise.
+
 Network initialisation is seeded by ``seed`` without touching the caller's global random state.
 """
 
@@ -44,23 +69,24 @@ import torch
 from torch import Tensor
 
 from .._deprecation import pop_renamed
-from ..diffusion import DRLSchedule
+from ..diffusion import DAEBMSchedule, DRLSchedule
 from ..estimators import (
     ContrastiveDivergence,
+    DiffusionAssistedEBM,
     DiffusionRecoveryLikelihood,
     PersistentContrastiveDivergence,
     ShortRunML,
     uniform_noise,
 )
 from ..estimators.base import Estimator
-from ..kernels import Langevin
+from ..kernels import Kernel, Langevin
 from ..nn import TimeMLP
 from ..train import TrainConfig
 
 __all__ = ["ESTIMATORS", "ToySetup", "toy_setup", "digits_setup"]
 
 #: the estimators a toy set-up can use
-ESTIMATORS = ("drl", "cd", "short-run", "pcd")
+ESTIMATORS = ("drl", "cd", "short-run", "pcd", "daebm")
 
 
 @dataclass
@@ -112,30 +138,55 @@ class ToySetup:
         ``model`` defaults to :attr:`model` (pass the trainer's EMA model to score that).
         """
         m = self.model if model is None else model
+        if isinstance(self.estimator, DiffusionAssistedEBM):  # DAEBM: level 0 of the joint
+            return self.estimator.level_energy(m, 0)(x / self.scale)
         if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             return self.estimator.marginal_energy(m, 0)(x / self.scale)
         return m(x / self.scale)
 
     def chain_energy(self, model: torch.nn.Module | None = None):
-        """The energy the long-run chains sample, in scaled units (DRL: level 0's marginal)."""
+        """The energy the long-run chains sample, in scaled units (DRL: level 0's marginal;
+        DAEBM: ``x -> E(x, 0)``)."""
         m = self.model if model is None else model
+        if isinstance(self.estimator, DiffusionAssistedEBM):
+            return self.estimator.level_energy(m, 0)
         if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             return self.estimator.marginal_energy(m, 0)
         return m
 
-    def chain_kernel(self) -> Langevin:
-        """The unadjusted Langevin kernel of training, for long runs (scaled units).
+    def chain_kernel(self) -> Kernel:
+        """The kernel of training at the data level, for long runs (scaled units).
 
-        DRL: level 0's step ``s_0^2 / 2`` without the tether; baselines: their step.
+        DRL: unadjusted Langevin at level 0's step ``s_0^2 / 2`` without the tether;
+        baselines: unadjusted Langevin at their step; DAEBM: MALA at level 0's (adapted) step.
         """
+        if isinstance(self.estimator, DiffusionAssistedEBM):
+            return self.estimator.level_kernel(0)
         if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             return Langevin(step_size=float(self.estimator.step_sizes[0]) ** 2 / 2)
         return Langevin(step_size=self.step_size)
 
     @torch.no_grad()
     def generate(self, n: int, generator=None, model: torch.nn.Module | None = None) -> Tensor:
-        """``n`` samples in data units: DRL's progressive sampler, or Langevin from noise."""
+        """``n`` samples in data units: DRL's progressive sampler, DAEBM's chains (from noise
+        at ``t = T``, an image after each transition that ends at ``t = 0`` once
+        ``sample_steps`` transitions of burn-in are over), or Langevin from noise."""
         m = self.model if model is None else model
+        if isinstance(self.estimator, DiffusionAssistedEBM):
+            with torch.enable_grad():
+                out = self.estimator.generate(
+                    m,
+                    n,
+                    (self.dim,),
+                    generator,
+                    num_chains=min(n, 1000),
+                    burn_in=self.sample_steps,
+                    max_transitions=100 * self.sample_steps + 1000,
+                )
+            x = out.samples
+            if self.clip is not None:
+                x = x.clamp(*self.clip)
+            return x * self.scale
         if isinstance(self.estimator, DiffusionRecoveryLikelihood):
             x = self.estimator.generate(m, (n, self.dim), generator, clip=self.clip)
             return x * self.scale
@@ -180,7 +231,7 @@ def _seeded(seed: int):
         yield
 
 
-def _renamed_k(value: int, deprecated: dict, where: str) -> int:
+def _renamed_k(value: int | None, deprecated: dict, where: str) -> int | None:
     if not deprecated:
         return value
     new = pop_renamed(deprecated, {"K": "num_langevin_steps"}, where)
@@ -193,9 +244,9 @@ def _renamed_k(value: int, deprecated: dict, where: str) -> int:
 def toy_setup(
     estimator: str = "drl",
     *,
-    scale: float = 2.0,
+    scale: float | None = None,
     levels: int = 6,
-    num_langevin_steps: int = 30,
+    num_langevin_steps: int | None = None,
     b2: float = 4e-3,
     loss_weight: str = "likelihood",
     hidden: int = 128,
@@ -207,8 +258,8 @@ def toy_setup(
     sample_steps: int = 500,
     energy_reg: float = 0.1,
     buffer_size: int = 10000,
-    lr: float = 1e-3,
-    batch_size: int = 256,
+    lr: float | None = None,
+    batch_size: int | None = None,
     decay_at: int | None = None,
     seed: int = 0,
     **deprecated: Any,
@@ -216,10 +267,11 @@ def toy_setup(
     """Build the 2-D configuration described in this module's docstring.
 
     Args:
-        estimator: ``"drl"``, ``"cd"``, ``"short-run"`` or ``"pcd"``.
-        scale: data are divided by this.
-        levels: DRL's number of levels ``T``.
-        num_langevin_steps: Langevin steps per level (DRL) or per loss (the baselines).
+        estimator: ``"drl"``, ``"cd"``, ``"short-run"``, ``"pcd"`` or ``"daebm"``.
+        scale: data are divided by this (default 2; 1 for DAEBM, the paper's units).
+        levels: DRL's (DAEBM's) number of levels ``T``.
+        num_langevin_steps: Langevin steps per level (DRL), per transition (DAEBM) or per
+            loss (the baselines); default 30 (DAEBM: 40).
         b2: DRL's step constant ``b^2``.
         loss_weight: DRL's loss weights (see
             :class:`~ebmcmc.estimators.DiffusionRecoveryLikelihood`).
@@ -232,9 +284,10 @@ def toy_setup(
         sample_steps: the baselines' chain length when sampling from noise.
         energy_reg: the baselines' energy-magnitude penalty.
         buffer_size: PCD's replay buffer size.
-        lr: Adam's learning rate (betas (0.5, 0.999), 100 warm-up steps, gradient clipping
+        lr: Adam's learning rate, default 1e-3 (DAEBM: 5e-4 with its own optimiser settings,
+            see the module docstring) (betas (0.5, 0.999), 100 warm-up steps, gradient clipping
             at 1, EMA 0.99).
-        batch_size: the training batch.
+        batch_size: the training batch, default 256 (DAEBM: 100).
         decay_at: the step from which the learning rate is multiplied by 0.2 (``None``:
             never; e.g. 60 % of the planned steps).
         seed: seeds the network's initialisation and Fourier features.
@@ -252,6 +305,19 @@ def toy_setup(
     num_langevin_steps = _renamed_k(num_langevin_steps, deprecated, "toy_setup")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator == "daebm":
+        return _daebm_toy_setup(
+            scale=1.0 if scale is None else scale, levels=levels,
+            steps=40 if num_langevin_steps is None else num_langevin_steps, hidden=hidden,
+            layers=layers, fourier_features=fourier_features, fourier_scale=fourier_scale,
+            sample_steps=sample_steps, buffer_size=buffer_size,
+            lr=5e-4 if lr is None else lr, batch_size=100 if batch_size is None else batch_size,
+            decay_at=decay_at, seed=seed,
+        )  # fmt: skip
+    scale = 2.0 if scale is None else scale
+    num_langevin_steps = 30 if num_langevin_steps is None else num_langevin_steps
+    lr = 1e-3 if lr is None else lr
+    batch_size = 256 if batch_size is None else batch_size
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
     num_levels = levels if estimator == "drl" else 1
@@ -289,8 +355,8 @@ def toy_setup(
 def digits_setup(
     estimator: str = "drl",
     *,
-    levels: int = 6,
-    num_langevin_steps: int = 30,
+    levels: int | None = None,
+    num_langevin_steps: int | None = None,
     b2: float = 2e-4,
     loss_weight: str = "paper",
     jump_every: int = 0,
@@ -301,7 +367,7 @@ def digits_setup(
     sample_steps: int = 200,
     energy_reg: float = 0.1,
     buffer_size: int = 10000,
-    lr: float = 1e-3,
+    lr: float | None = None,
     batch_size: int = 128,
     decay_at: int | None = None,
     seed: int = 0,
@@ -321,9 +387,10 @@ def digits_setup(
     ``diagnostics/long_run.py`` trains; measured there: stable over 25,000 steps).
 
     Args:
-        estimator: ``"drl"``, ``"cd"``, ``"short-run"`` or ``"pcd"``.
-        levels: DRL's number of levels ``T``.
-        num_langevin_steps: Langevin steps per level (DRL) or per loss (the baselines).
+        estimator: ``"drl"``, ``"cd"``, ``"short-run"``, ``"pcd"`` or ``"daebm"``.
+        levels: DRL's number of levels ``T`` (DAEBM: default 50).
+        num_langevin_steps: Langevin steps per level (DRL), per transition (DAEBM) or per
+            loss (the baselines); default 30 (DAEBM: 40).
         b2: DRL's step constant ``b^2``.
         loss_weight: DRL's loss weights.
         jump_every: DRL's tether jumps (0: the paper's sampler).
@@ -335,7 +402,7 @@ def digits_setup(
         sample_steps: the baselines' chain length when sampling from noise.
         energy_reg: the baselines' energy-magnitude penalty.
         buffer_size: PCD's replay buffer size.
-        lr: the learning rate.
+        lr: the learning rate, default 1e-3 (DAEBM: 1e-4).
         batch_size: the training batch.
         decay_at: the step from which the learning rate is multiplied by 0.2.
         seed: seeds the network's initialisation.
@@ -352,6 +419,16 @@ def digits_setup(
     num_langevin_steps = _renamed_k(num_langevin_steps, deprecated, "digits_setup")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator == "daebm":
+        return _daebm_digits_setup(
+            levels=50 if levels is None else levels,
+            steps=40 if num_langevin_steps is None else num_langevin_steps, hidden=hidden,
+            layers=layers, sample_steps=sample_steps, buffer_size=buffer_size,
+            lr=1e-4 if lr is None else lr, batch_size=batch_size, decay_at=decay_at, seed=seed,
+        )  # fmt: skip
+    levels = 6 if levels is None else levels
+    num_langevin_steps = 30 if num_langevin_steps is None else num_langevin_steps
+    lr = 1e-3 if lr is None else lr
     with _seeded(seed):
         model = TimeMLP(64, hidden=hidden, num_layers=layers,
                         num_levels=levels if estimator == "drl" else 1)  # fmt: skip
@@ -375,3 +452,50 @@ def digits_setup(
         )
     return ToySetup(estimator, model, est, config, 1.0, noise_std, step_size, sample_steps,
                     dim=64, noise_range=(-1.0, 1.0), clip=(-1.0, 1.0))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- DAEBM
+
+
+def _daebm_config(lr: float, batch_size: int, decay_at: int | None) -> TrainConfig:
+    """DAEBM's optimiser: Adam with betas (0, 0.999), no EMA (the chains and the step sizes
+    belong to the trained weights), 100 warm-up steps, lr x 0.2 from ``decay_at``;
+    checkpoints every 200 steps."""
+    return TrainConfig(lr=lr, betas=(0.0, 0.999), warmup_steps=100, ema_decay=None,
+                       batch_size=batch_size, checkpoint_every=200, decay_at=decay_at,
+                       decay_factor=0.2)  # fmt: skip
+
+
+def _daebm_toy_setup(*, scale: float, levels: int, steps: int, hidden: int, layers: int,
+                     fourier_features: int, fourier_scale: float, sample_steps: int,
+                     buffer_size: int, lr: float, batch_size: int, decay_at: int | None,
+                     seed: int) -> ToySetup:  # fmt: skip
+    """DAEBM on a 2-D toy (the module docstring's configuration)."""
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    f = 6 / levels
+    schedule = DAEBMSchedule(levels, 1e-2 * f, 0.3 * f)
+    eps = schedule.sigma**2 / 2  # epsilon_t = sigma_t (the paper: 0.1 sigma_t)
+    eps[0] = eps[1]
+    est = DiffusionAssistedEBM(schedule, num_mcmc_steps=steps, buffer_size=buffer_size,
+                               step_size=eps, metropolis_after=500)  # fmt: skip
+    with _seeded(seed):
+        model = TimeMLP(2, hidden=hidden, num_layers=layers, num_levels=levels + 1,
+                        fourier_features=fourier_features, fourier_scale=fourier_scale,
+                        fourier_seed=seed, zero_output=fourier_features > 0)  # fmt: skip
+    config = _daebm_config(lr, batch_size, decay_at)
+    return ToySetup("daebm", model, est, config, float(scale), 0.0, 0.0, sample_steps)
+
+
+def _daebm_digits_setup(*, levels: int, steps: int, hidden: int, layers: int,
+                        sample_steps: int, buffer_size: int, lr: float, batch_size: int,
+                        decay_at: int | None, seed: int) -> ToySetup:  # fmt: skip
+    """DAEBM on the 8 x 8 digits (the module docstring's configuration)."""
+    f = 50 / levels
+    est = DiffusionAssistedEBM(DAEBMSchedule(levels, 2e-4 * f, 2e-2 * f), num_mcmc_steps=steps,
+                               buffer_size=buffer_size, step_size=0.005,
+                               metropolis_after=300)  # fmt: skip
+    with _seeded(seed):
+        model = TimeMLP(64, hidden=hidden, num_layers=layers, num_levels=levels + 1)
+    return ToySetup("daebm", model, est, _daebm_config(lr, batch_size, decay_at), 1.0, 0.0, 0.0,
+                    sample_steps, dim=64, noise_range=(-1.0, 1.0), clip=(-1.0, 1.0))  # fmt: skip

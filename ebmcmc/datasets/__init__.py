@@ -1,5 +1,5 @@
-"""Data sets: 2-D toys with exact densities, scikit-learn digits, MNIST (IDX), CIFAR-10, and
-batching and augmentation.
+"""Data sets: 2-D toys with exact densities, scikit-learn digits, MNIST (IDX), CIFAR-10,
+out-of-distribution sets for MNIST, and batching and augmentation.
 
 Everything returns ``torch`` tensors. Images are float32 ``(N, C, H, W)`` scaled to
 ``[-1, 1]``; labels are int64 ``(N,)``. Nothing here downloads.
@@ -15,6 +15,7 @@ Example:
 from .batching import batches, random_hflip
 from .cifar import CIFAR10_CLASSES, RestrictedUnpickler, load_cifar10
 from .images import MNIST_FILES, load_digits, load_mnist, read_idx
+from .ood import OOD_SETS, load_mnist_ood_sets, mnist_ood_sets, resize_images
 from .toy import (
     TOY_DATASETS,
     TOY_TARGETS,
@@ -52,4 +53,8 @@ __all__ = [
     "RestrictedUnpickler",
     "batches",
     "random_hflip",
+    "OOD_SETS",
+    "mnist_ood_sets",
+    "load_mnist_ood_sets",
+    "resize_images",
 ]

@@ -8,6 +8,8 @@ handful of globals a plain numpy array needs; anything else (``os.system``, ``bu
 from __future__ import annotations
 
 import io
+import math
+import operator
 import os
 import pickle
 import struct
@@ -48,6 +50,63 @@ def _np_reconstruct():
     return _reconstruct, scalar
 
 
+class _PickledArray(np.ndarray):
+    """The array numpy's pickles rebuild, with its state checked before numpy allocates it."""
+
+    def __setstate__(self, state):
+        try:
+            _, shape, dtype, _, raw = state if len(state) == 5 else (1, *state)
+            dims = tuple(operator.index(n) for n in shape)
+        except (TypeError, ValueError) as err:
+            raise pickle.UnpicklingError(
+                f"restricted unpickler: malformed array state ({err})"
+            ) from None
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise pickle.UnpicklingError("restricted unpickler: only arrays of numbers")
+        if not isinstance(raw, bytes | bytearray) or any(n < 0 for n in dims):
+            raise pickle.UnpicklingError("restricted unpickler: malformed array state")
+        size = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+        if size != len(raw):
+            raise pickle.UnpicklingError(
+                f"restricted unpickler: an array of shape {dims} and dtype {dtype} needs {size} "
+                f"bytes but its buffer holds {len(raw)}"
+            )
+        super().__setstate__(state)
+
+
+def _placeholder(reconstruct):
+    """numpy's ``_reconstruct`` for the empty placeholder numpy pickles start from (shape
+    ``(0,)``); any other shape would be allocated before the buffer is seen."""
+
+    def build(cls, shape, typecode):
+        try:
+            dims = tuple(operator.index(n) for n in shape)
+        except TypeError:
+            dims = (-1,)
+        if cls is not np.ndarray or math.prod(dims) != 0 or min(dims, default=0) < 0:
+            raise pickle.UnpicklingError(
+                f"restricted unpickler: an array placeholder must be empty, got shape {shape!r}"
+            )
+        return reconstruct(_PickledArray, dims, typecode)
+
+    return build
+
+
+def _plain(obj, depth: int):
+    """``obj`` with every checked array as a plain ndarray (containers walked, 64 deep)."""
+    if depth > 64:
+        raise pickle.UnpicklingError("restricted unpickler: containers nested too deeply")
+    if isinstance(obj, _PickledArray):
+        return obj.view(np.ndarray)
+    if isinstance(obj, dict):
+        return {k: _plain(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain(v, depth + 1) for v in obj)
+    return obj
+
+
 def _latin1_encode(obj, encoding="latin1", *args):
     """``_codecs.encode`` restricted to what Python 3 writes for ``bytes`` at protocol < 3."""
     if args or not isinstance(obj, str) or encoding.lower().replace("-", "") != "latin1":
@@ -75,7 +134,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``numpy._core`` twin), plus ``_codecs.encode(str, 'latin1')`` and ``bytes()``, which
     Python 3 emits for ``bytes`` objects at pickle protocol 2. Containers (dict, list, tuple),
     strings, bytes and numbers need no globals. Every other global raises
-    ``pickle.UnpicklingError`` before anything is called.
+    ``pickle.UnpicklingError`` before anything is called. Arrays are checked before numpy
+    allocates them: the placeholder numpy pickles start from must be empty, and an array's
+    shape and dtype must describe exactly the bytes of its buffer (a small pickle cannot
+    describe a huge array); object arrays are refused.
 
     Example:
         >>> import io, pickle, numpy as np
@@ -93,9 +155,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         rejected: restricted unpickler: global '...system' is not allowed ...
     """
 
+    def load(self):
+        """Unpickle, with every array a plain ``numpy.ndarray``."""
+        return _plain(super().load(), 0)
+
     def find_class(self, module: str, name: str):
         """Resolve ``module.name`` from the allow-list, else raise ``UnpicklingError``."""
         reconstruct, scalar = _np_reconstruct()
+        reconstruct = _placeholder(reconstruct)
         allowed = {
             ("numpy.core.multiarray", "_reconstruct"): reconstruct,
             ("numpy._core.multiarray", "_reconstruct"): reconstruct,

@@ -1,5 +1,6 @@
 """Convergence reports people read: ``report.md`` with PNGs beside it and a self-contained
-``report.html`` (images embedded), built from a trace by ArviZ's diagnostics and plots.
+``report.html`` (images embedded), built from a trace by ArviZ's diagnostics and plots that
+stay readable for any number of chains (:mod:`ebmcmc.diagnostics.plots`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from .. import arviz_bridge
 from .._files import atomic_write
 from ..trace import Trace
-from .summary import summary
+from .summary import constant_chains, summary
 
 __all__ = [
     "report",
@@ -94,12 +95,44 @@ def _plot_arrays(trace: Trace, max_coords: int) -> dict[str, np.ndarray]:
             if len(out) >= max_coords:
                 return out
             label = name if a.ndim == 2 else f"{name}[{i}]"
-            out[label.replace("[", "_").replace("]", "")] = flat[:, :, i]
+            out[label] = flat[:, :, i]
     return out
+
+
+def _listed(ids, most: int = 8) -> str:
+    ids = [str(i) for i in ids]
+    return ", ".join(ids[:most]) + (f", … ({len(ids)} in all)" if len(ids) > most else "")
+
+
+def _stuck_findings(trace: Trace) -> list[Finding]:
+    """Chains that are constant (every draw identical) in some recorded coordinate."""
+    chains: set[int] = set()
+    coords: list[str] = []
+    for name, v in trace.variables.items():
+        if trace.num_draws < 2:
+            break
+        a = v.detach().cpu()
+        const = constant_chains(a.reshape(a.shape[0], a.shape[1], -1).numpy())  # (chain, k)
+        chains.update(np.flatnonzero(const.any(axis=1)).tolist())
+        for i in np.flatnonzero(const.any(axis=0)):
+            coords.append(name if a.ndim == 2 else f"{name}[{i}]")
+    if not chains:
+        return []
+    return [
+        Finding(
+            "error",
+            f"{len(chains)} of {trace.num_chains} chains are constant (stuck: every draw the "
+            f"same) in {len(coords)} coordinates (chains {_listed(sorted(chains))}; coordinates "
+            f"{_listed(coords, 4)}): R-hat, ESS and MCSE are undefined (NaN) there",
+        )
+    ]
 
 
 def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
     """The verdict on a trace: R-hat, ESS, divergences, acceptance and BFMI.
+
+    A NaN R-hat or ESS, a chain that never moved and a constant energy are errors, named as
+    such; they never count as passing.
 
     Example:
         >>> import torch, ebmcmc
@@ -110,11 +143,22 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
     """
     found: list[Finding] = []
     n_chains = trace.num_chains
+    stuck = _stuck_findings(trace)
     if table is not None:
+        rhat = table["r_hat"]
         if n_chains < 2:
             found.append(Finding("warning", "R-hat needs at least 2 chains: this trace has 1"))
+        elif rhat.isna().any():
+            nan = rhat.index[rhat.isna()].tolist()
+            found.append(
+                Finding(
+                    "error",
+                    f"R-hat is NaN (undefined) for {len(nan)} of {len(table)} coordinates "
+                    f"({_listed(nan, 4)}): a chain is constant or the draws are degenerate",
+                )
+            )
         else:
-            bad = table[table["r_hat"] >= RHAT_LIMIT]
+            bad = table[rhat >= RHAT_LIMIT]
             if len(bad):
                 worst = bad["r_hat"].idxmax()
                 found.append(
@@ -128,21 +172,29 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
             else:
                 found.append(
                     Finding(
-                        "ok",
-                        f"R-hat < {RHAT_LIMIT} for every coordinate "
-                        f"(max {table['r_hat'].max():.4f})",
+                        "ok", f"R-hat < {RHAT_LIMIT} for every coordinate (max {rhat.max():.4f})"
                     )
                 )
-        low = table[(table["ess_bulk"] < ESS_MIN) | (table["ess_tail"] < ESS_MIN)]
-        if len(low):
+        ess = table[["ess_bulk", "ess_tail"]]
+        nan_ess = ess.isna().any(axis=1)
+        low = (ess < ESS_MIN).any(axis=1)
+        if nan_ess.any():
+            found.append(
+                Finding(
+                    "error",
+                    f"ESS is NaN (undefined) for {int(nan_ess.sum())} of {len(table)} coordinates "
+                    f"({_listed(table.index[nan_ess].tolist(), 4)})",
+                )
+            )
+        if low.any():
             found.append(
                 Finding(
                     "warning",
-                    f"ESS below {ESS_MIN} for {len(low)} coordinates (min bulk "
+                    f"ESS below {ESS_MIN} for {int(low.sum())} coordinates (min bulk "
                     f"{table['ess_bulk'].min():.0f}, min tail {table['ess_tail'].min():.0f})",
                 )
             )
-        else:
+        elif not nan_ess.any():
             found.append(
                 Finding(
                     "ok",
@@ -150,6 +202,7 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
                     f"{table['ess_bulk'].min():.0f})",
                 )
             )
+    found.extend(stuck)
     div = trace.stats.get("diverging")
     if div is not None:
         n_div = int(div.sum())
@@ -157,22 +210,39 @@ def check_trace(trace: Trace, table: pd.DataFrame | None) -> list[Finding]:
         found.append(Finding(level, f"{n_div} divergent transitions of {div.numel()}"))
     acc = trace.stats.get("accept_prob")
     if acc is not None:
-        found.append(Finding("ok", f"mean acceptance probability {float(acc.double().mean()):.3f}"))
+        mean = float(acc.double().mean())
+        if mean > 0:
+            found.append(Finding("ok", f"mean acceptance probability {mean:.3f}"))
+        elif math.isnan(mean):
+            found.append(Finding("error", "the acceptance probabilities are not finite"))
+        else:
+            found.append(Finding("error", "no proposal was accepted (acceptance probability 0)"))
     energy = trace.stats.get("energy")
     if energy is not None and trace.num_draws >= 4:
         e = energy.detach().cpu().numpy().astype(float)
-        if np.isfinite(e).all() and (e.var(axis=1) > 0).all():
-            bfmi = arviz_bridge.bfmi(e)
+        if not np.isfinite(e).all():
+            found.append(Finding("error", "the energy trace has non-finite values"))
+            return found
+        flat = e.var(axis=1) == 0
+        if flat.any():
+            found.append(
+                Finding(
+                    "error",
+                    f"the energy is constant in {int(flat.sum())} of {n_chains} chains (chains "
+                    f"{_listed(np.flatnonzero(flat).tolist())}): E-BFMI is undefined there "
+                    "(stuck chains)",
+                )
+            )
+        if not flat.all():
+            bfmi = arviz_bridge.bfmi(e[~flat])
             level = "warning" if (bfmi < BFMI_MIN).any() else "ok"
+            over = " over the moving chains" if flat.any() else " over chains"
             found.append(
                 Finding(
                     level,
-                    f"E-BFMI (potential energy) min {bfmi.min():.2f} over chains "
-                    f"(flag below {BFMI_MIN})",
+                    f"E-BFMI (potential energy) min {bfmi.min():.2f}{over} (flag below {BFMI_MIN})",
                 )
             )
-        elif not np.isfinite(e).all():
-            found.append(Finding("error", "the energy trace has non-finite values"))
     return found
 
 
@@ -193,30 +263,47 @@ def _content_for_trace(trace: Trace, out: Path, title: str, max_coords: int) -> 
     arrays = _plot_arrays(trace, max_coords)
     if len(arrays) < sum(int(np.prod(v.shape[2:])) for v in trace.variables.values()):
         c.notes.append(f"Plots show the first {len(arrays)} coordinates; the table shows all.")
-    stats = {}
+    c.figures.extend(_plots(trace, arrays, out, c.findings))
+    return c
+
+
+def _plots(trace: Trace, arrays: dict[str, np.ndarray], out: Path, findings: list[Finding]):
+    """Draw the report's plots; ``(caption, file name)`` for each one drawn."""
+    from . import plots
+
+    shown, which = plots.shown_chains(arrays)
+    n = trace.num_chains
+    todo = [
+        ("trace", f"Trace and marginal densities: shaded, all {n} chains; lines, {which}"
+         + (f"; black, the 5 and 95 % quantiles of all {n}" if len(shown) < n else ""),
+         lambda p: plots.plot_trace(arrays, shown, p)),
+        ("rank", f"Rank plots (uniform when chains agree): {which}"
+         + (f"; right, every one of the {n} chains" if len(shown) < n else ""),
+         lambda p: plots.plot_rank(arrays, shown, p)),
+        ("ess_evolution", f"ESS of all {n} chains as draws accumulate (bulk and tail)",
+         lambda p: plots.plot_ess_evolution(arrays, p, ESS_MIN)),
+        ("autocorr", f"Autocorrelation: mean and 5–95 % band over all {n} chains",
+         lambda p: plots.plot_autocorr(arrays, p)),
+    ]  # fmt: skip
     if "energy" in trace.stats:
-        stats["energy"] = trace.stats["energy"].detach().cpu().numpy().astype(float)
-    obj = arviz_bridge.to_arviz(arrays, stats)
-    captions = {
-        "trace": "Trace and marginal densities per chain",
-        "rank": "Rank plots (uniform when chains agree)",
-        "ess_evolution": "ESS as draws accumulate (bulk and tail)",
-        "autocorr": "Autocorrelation",
-        "energy": "Energy: marginal vs transition distribution (BFMI)",
-    }
-    for kind in arviz_bridge.PLOT_KINDS:
-        if kind == "energy" and "energy" not in stats:
-            continue
-        if trace.num_chains < 2 and kind == "rank":
+        e = trace.stats["energy"].detach().cpu().numpy().astype(float)
+        if np.isfinite(e).all():
+            todo.append((
+                "energy", f"Energy: marginal vs transition distribution over all {n} chains, "
+                "and E-BFMI per chain", lambda p: plots.plot_energy(e, p, BFMI_MIN),
+            ))  # fmt: skip
+    drawn = []
+    for kind, caption, draw in todo:
+        if n < 2 and kind == "rank":
             continue
         name = f"{kind}.png"
         try:
-            arviz_bridge.save_plot(kind, obj, out / name)
+            draw(out / name)
         except Exception as err:  # noqa: BLE001 - a failed plot must not lose the report
-            c.findings.append(Finding("warning", f"{kind} plot failed: {err}"))
+            findings.append(Finding("warning", f"{kind} plot failed: {err}"))
             continue
-        c.figures.append((captions[kind], name))
-    return c
+        drawn.append((caption, name))
+    return drawn
 
 
 def _cell(v) -> str:
@@ -246,15 +333,19 @@ def _table_md(df: pd.DataFrame) -> str:
             v = row[col]
             cell = _cell(v)
             if _flag(col, v):
-                cell = f"**{cell}** ⚠"
+                cell = f"**{cell}** {'✗' if cell == 'nan' else '⚠'}"
             cells.append(cell)
         lines.append(f"| {idx} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _flag(col: str, v) -> bool:
+    """Whether a cell fails: R-hat at or above the limit, ESS below the minimum, or any of
+    them (or the MCSE) NaN, which means undefined (a constant chain), never a pass."""
     if not isinstance(v, (int, float, np.number)) or isinstance(v, (bool, np.bool_)):
         return False
+    if col in ("r_hat", "ess_bulk", "ess_tail", "mcse_mean") and math.isnan(v):
+        return True
     if col == "r_hat":
         return bool(math.isfinite(v) and v >= RHAT_LIMIT)
     if col in ("ess_bulk", "ess_tail"):
@@ -395,9 +486,11 @@ def report(
 
     ``out_dir/report.md`` (with the PNGs beside it) and ``out_dir/report.html`` (one file,
     images embedded): the verdict (R-hat, ESS, divergences, acceptance, BFMI, with warnings
-    highlighted), what was recorded, the summary table and ArviZ's trace, rank,
-    ESS-evolution, autocorrelation and energy plots. Bad input (non-finite draws, one chain)
-    is reported in the file, not raised.
+    highlighted; a NaN R-hat or ESS, a constant chain or energy are errors), what was
+    recorded, the summary table and trace, rank, ESS-evolution, autocorrelation and energy
+    plots (:mod:`ebmcmc.diagnostics.plots`: every chain through summaries, at most 16 drawn one
+    by one, the caption saying which). Bad input (non-finite draws, one chain) is reported in
+    the file, not raised.
 
     Args:
         trace: a :class:`~ebmcmc.Trace` or the path of a saved one.

@@ -11,7 +11,14 @@ import pandas as pd
 from .. import arviz_bridge
 from ..trace import Trace
 
-__all__ = ["summary", "COLUMNS", "sample_stats_summary", "STATS_COLUMNS", "nested_rhat"]
+__all__ = [
+    "summary",
+    "COLUMNS",
+    "sample_stats_summary",
+    "STATS_COLUMNS",
+    "nested_rhat",
+    "constant_chains",
+]
 
 #: the columns of :func:`summary`, in order
 COLUMNS = ["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
@@ -51,7 +58,10 @@ def summary(trace, var_names: list[str] | None = None) -> pd.DataFrame:
     Returns:
         A ``pandas.DataFrame`` indexed ``name[i,j,...]`` with columns ``mean``, ``sd``,
         ``mcse_mean``, ``ess_bulk``, ``ess_tail`` and ``r_hat`` (rank-normalised split R-hat;
-        NaN when the trace has a single chain, for which R-hat is undefined).
+        NaN when the trace has a single chain, for which R-hat is undefined). Where a chain is
+        constant in a coordinate (a stuck chain: every draw the same), ``mcse_mean``,
+        ``ess_bulk``, ``ess_tail`` and ``r_hat`` are NaN: they are undefined there (ArviZ would
+        report the full sample size and a zero error), and reports flag NaN as a failure.
 
     Raises:
         ValueError: non-finite draws, or fewer than 4 draws per chain.
@@ -61,18 +71,23 @@ def summary(trace, var_names: list[str] | None = None) -> pd.DataFrame:
         >>> x = np.random.default_rng(0).normal(size=(4, 400, 2))
         >>> summary({"x": x}).shape
         (2, 6)
+        >>> x[1, :, 0] = 0.5                  # chain 1 stuck in x[0]
+        >>> bool(summary({"x": x}).loc["x[0]", ["ess_bulk", "r_hat"]].isna().all())
+        True
     """
     arrays = _arrays(trace, var_names)
     rows, index = [], []
     one_chain = any(a.shape[0] < 2 for a in arrays.values())
-    ess_b = arviz_bridge.ess(arrays, "bulk")
-    ess_t = arviz_bridge.ess(arrays, "tail")
-    se = arviz_bridge.mcse(arrays, "mean")
-    rh = None if one_chain else arviz_bridge.rhat(arrays, "rank")
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant chains: NaN, set below
+        ess_b = arviz_bridge.ess(arrays, "bulk")
+        ess_t = arviz_bridge.ess(arrays, "tail")
+        se = arviz_bridge.mcse(arrays, "mean")
+        rh = None if one_chain else arviz_bridge.rhat(arrays, "rank")
     for name, a in arrays.items():
         a = a.astype(float)
         mean = a.mean(axis=(0, 1))
         sd = a.std(axis=(0, 1), ddof=1)
+        stuck = constant_chains(a).any(axis=0)  # per coordinate: some chain never changed
         cols = {
             "mean": mean,
             "sd": sd,
@@ -81,12 +96,30 @@ def summary(trace, var_names: list[str] | None = None) -> pd.DataFrame:
             "ess_tail": np.asarray(ess_t[name].values),
             "r_hat": np.full(mean.shape, np.nan) if rh is None else np.asarray(rh[name].values),
         }
+        for c in ("mcse_mean", "ess_bulk", "ess_tail", "r_hat"):
+            cols[c] = np.where(stuck, np.nan, cols[c].astype(float))
         shape = a.shape[2:]
         for idx in itertools.product(*(range(s) for s in shape)):
             label = f"{name}[{','.join(map(str, idx))}]" if shape else name
             index.append(label)
             rows.append([float(np.asarray(cols[c])[idx]) for c in COLUMNS])
     return pd.DataFrame(rows, index=index, columns=COLUMNS)
+
+
+def constant_chains(a: np.ndarray) -> np.ndarray:
+    """Which chains are constant, per coordinate: ``(chain, draw, *shape) -> (chain, *shape)``
+    booleans, True where every draw of that chain equals its first (a stuck chain).
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.zeros((2, 5, 1)); a[0, 3] = 1.0
+        >>> constant_chains(a)[:, 0].tolist()
+        [False, True]
+    """
+    a = np.asarray(a)
+    if a.ndim < 2:
+        raise ValueError(f"expected (chain, draw, ...) draws, got shape {a.shape}")
+    return (a == a[:, :1]).all(axis=1)
 
 
 def _stats_arrays(trace) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from .contrastive import (
     ShortRunML,
     uniform_noise,
 )
+from .daebm import GENERATION_RULES, DAEBMSamples, DiffusionAssistedEBM
 from .recovery import DiffusionRecoveryLikelihood, RecoveryEnergy
 
 __all__ = [
@@ -28,4 +29,7 @@ __all__ = [
     "ShortRunML",
     "PersistentContrastiveDivergence",
     "uniform_noise",
+    "DiffusionAssistedEBM",
+    "DAEBMSamples",
+    "GENERATION_RULES",
 ]

@@ -27,6 +27,7 @@ from .grid import (
     recovery_log_prob_on_grid,
 )
 from .inception import InceptionUnavailable, inception_metrics, to_uint8
+from .ood import auroc, level_score, marginal_score, ood_auroc_table, score_batches
 
 __all__ = [
     "mmd",
@@ -44,4 +45,9 @@ __all__ = [
     "inception_metrics",
     "InceptionUnavailable",
     "to_uint8",
+    "auroc",
+    "marginal_score",
+    "level_score",
+    "score_batches",
+    "ood_auroc_table",
 ]

@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .._checks import check_real
 from .base import ChainState, Kernel, State, inverse_mass
 from .hmc import HMCInfo
 from .integrators import kinetic_energy, leapfrog, leapfrog_per_chain, sample_momentum
@@ -133,8 +134,7 @@ class ChEES(Kernel):
         if self.trajectory_length is not None:
             check_positive("trajectory_length", self.trajectory_length)
         self._check_tensor_field("inverse_mass_matrix")
-        if isinstance(self.jitter, bool) or not 0 < float(self.jitter) <= 1:
-            raise ValueError(f"jitter must lie in (0, 1], got {self.jitter!r}")
+        check_real("jitter", self.jitter, 0, 1, low_open=True)
         m = self.max_leapfrog_steps
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"max_leapfrog_steps must be an int >= 1, got {m!r}")

@@ -134,7 +134,10 @@ class Cycle(Kernel):
             raise ValueError("Cycle needs at least one kernel")
         for i, k in enumerate(kernels):
             _check_kernel(k, f"kernels[{i}]")
-        every = (1,) * len(kernels) if every is None else tuple(every)
+        try:
+            every = (1,) * len(kernels) if every is None else tuple(every)
+        except TypeError:
+            every = (every,)  # one number: named below
         if len(every) != len(kernels) or not all(
             isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in every
         ):

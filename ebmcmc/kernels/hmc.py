@@ -8,10 +8,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .._checks import check_real
 from .._deprecation import warn_deprecated
 from .base import Info, Kernel, State, inverse_mass
 from .integrators import kinetic_energy, leapfrog, leapfrog_per_chain, sample_momentum
 from .proposal import (
+    as_hyperparameter,
     check_positive,
     expand_event,
     finite_batch,
@@ -99,15 +101,14 @@ class HMC(Kernel):
             warn_deprecated("HMC(num_steps=...)", "HMC(num_leapfrog_steps=...)")
             object.__setattr__(self, "num_leapfrog_steps", num_steps)
         check_positive("step_size", self.step_size)
-        n = torch.as_tensor(self.num_leapfrog_steps)
-        if n.is_floating_point() or n.is_complex() or bool((n < 1).any()) or n.numel() == 0:
+        n = as_hyperparameter("num_leapfrog_steps", self.num_leapfrog_steps)
+        if n.is_floating_point() or bool((n < 1).any()) or n.numel() == 0:
             raise ValueError(
                 f"num_leapfrog_steps must be an integer >= 1, got {self.num_leapfrog_steps!r}"
             )
         self._check_tensor_field("inverse_mass_matrix")
         check_positive("divergence_threshold", self.divergence_threshold)
-        if not 0 <= float(self.jitter) < 1:
-            raise ValueError(f"jitter must lie in [0, 1), got {self.jitter!r}")
+        check_real("jitter", self.jitter, 0, 1, high_open=True)
 
     @property
     def evals_per_step(self) -> int:  # type: ignore[override]

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .base import Info, Kernel, State
 from .proposal import (
+    as_hyperparameter,
     check_positive,
     evaluate_like,
     expand_event,
@@ -63,6 +64,8 @@ class IndependenceMetropolis(Kernel):
 
     def __post_init__(self):
         check_positive("scale", self.scale)
+        if not bool(torch.isfinite(as_hyperparameter("center", self.center)).all()):
+            raise ValueError(f"center must be finite, got {self.center!r}")
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
         state = self._check_state(state)

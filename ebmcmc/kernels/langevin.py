@@ -19,7 +19,15 @@ from torch import Tensor
 from ..energy import energy_and_grad
 from .base import Info, Kernel, State, inverse_mass
 from .integrators import langevin_euler, langevin_log_density
-from .proposal import as_factor, check_positive, metropolis, randn_like, sum_event, where_batch
+from .proposal import (
+    as_factor,
+    as_hyperparameter,
+    check_positive,
+    metropolis,
+    randn_like,
+    sum_event,
+    where_batch,
+)
 
 __all__ = ["Langevin", "MALA"]
 
@@ -57,7 +65,7 @@ class Langevin(Kernel):
 
     def __post_init__(self):
         check_positive("step_size", self.step_size)
-        ns = torch.as_tensor(self.noise_scale)
+        ns = as_hyperparameter("noise_scale", self.noise_scale)
         if not torch.isfinite(ns).all() or (ns < 0).any():
             raise ValueError(f"noise_scale must be finite and >= 0, got {self.noise_scale!r}")
         self._check_tensor_field("inverse_mass_matrix")
@@ -132,11 +140,11 @@ class MALA(Kernel):
         log_ratio = e - e_new + langevin_log_density(x, x_new, g_new, eps, eps_b, ne, inv_m) + fwd
         # e_new enters log_ratio directly and g_new through the reverse term: a non-finite
         # energy or gradient makes log_ratio non-finite, so one check per chain suffices
-        ok = torch.isfinite(log_ratio)
-        accept_prob, accepted = metropolis(log_ratio, ok, generator)
+        accept_prob, accepted = metropolis(log_ratio, None, generator)
+        keep = accepted.reshape(accepted.shape + (1,) * ne)
         new_state = State(
-            where_batch(accepted, x_new, x),
+            torch.where(keep, x_new, x),
             torch.where(accepted, e_new, e),
-            where_batch(accepted, g_new, g),
+            torch.where(keep, g_new, g),
         )
-        return new_state, Info(accept_prob, accepted, ~ok, self.step_size)
+        return new_state, Info(accept_prob, accepted, ~torch.isfinite(log_ratio), self.step_size)

@@ -2,22 +2,25 @@
 
 This is the enhanced sampler of the diffusion-assisted EBM (DAEBM; Zhang, Ou & Tan 2023):
 simulated tempering with the diffusion step as the temperature index. Each transition moves
-``x`` with an inner kernel at the chain's current level, then draws the level exactly from
-``p(t | x) = softmax_t(-E(x, t))`` over all ``num_levels`` levels.
+``x`` with ``inner_steps`` steps of an inner kernel at the chain's current level, then draws
+the level exactly from ``p(t | x) = softmax_t(-E(x, t))`` over all ``num_levels`` levels.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..energy import evaluate
 from ..energy import validate as _validate
 from .base import ChainState, Info, Kernel
-from .proposal import rand_batch
+from .proposal import as_hyperparameter, rand_batch
 
 __all__ = ["LevelGibbs", "LevelState", "LevelInfo", "AtLevel"]
 
@@ -77,9 +80,24 @@ class LevelState(ChainState):
 
 @dataclass
 class LevelInfo(Info):
-    """What one :class:`LevelGibbs` step did: the inner move's figures (``inner``: its info),
-    the chains' new ``level`` (``batch``) and ``level_counts`` ``(L,)``, how many chains are
-    at each level; ``step_size`` is each chain's step at the level it moved at.
+    """What one :class:`LevelGibbs` step did.
+
+    Attributes:
+        accept_prob: per chain, the mean acceptance probability of its ``inner_steps`` moves
+            (the single move's when ``inner_steps == 1``), shape ``batch``.
+        accepted: per chain, whether any of its moves was taken.
+        diverging: per chain, whether any of its moves diverged.
+        step_size: each chain's step at the level it moved at.
+        inner: the inner kernel's info (its last move's, with ``accept_prob``, ``accepted``
+            and ``diverging`` summarised over the moves as above).
+        level: the chains' new levels, ``torch.long`` of shape ``batch``.
+        level_counts: ``(L,)``, how many chains sit at each level after the draw (the
+            visit counts of this step; they sum to the number of chains).
+        moved_level: the level each chain's ``x`` moved at (before the draw), shape ``batch``.
+        level_moves: ``(L,)``, how many chains moved at each level (``bincount`` of
+            ``moved_level``).
+        level_accept: ``(L,)``, the mean acceptance probability of the moves made at each
+            level, over the chains and their ``inner_steps`` moves (NaN where no chain moved).
 
     Example:
         >>> import torch
@@ -93,6 +111,9 @@ class LevelInfo(Info):
     inner: Any = None
     level: Tensor | None = None
     level_counts: Tensor | None = None
+    moved_level: Tensor | None = None
+    level_moves: Tensor | None = None
+    level_accept: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +130,12 @@ class LevelGibbs(Kernel):
             of its current level (overriding the inner kernel's ``step_size``).
         event_ndim: number of event dimensions of ``x`` (1 for vectors, 3 for images).
         init_level: level the chains start at (default ``L - 1``, the noisiest).
+        inner_steps: inner-kernel steps at the chain's level before each draw of the level
+            (DAEBM uses 40); each leaves ``p(x | t)`` invariant, so any number is exact.
 
-    Cost per step: the inner kernel's, plus ``L`` energy evaluations (no gradient) for the
-    level's conditional and one energy+gradient evaluation at the new level.
+    Cost per step: ``inner_steps`` times the inner kernel's, plus ``L`` energy evaluations
+    (no gradient) for the level's conditional and one energy+gradient evaluation at the new
+    level.
 
     Info: :class:`LevelInfo`. Record levels with
     ``trace_fn=lambda s, i: {"x": s.position, "level": s.level}``.
@@ -137,6 +161,7 @@ class LevelGibbs(Kernel):
     step_sizes: Tensor | tuple | None = None
     event_ndim: int = 1
     init_level: int | None = None
+    inner_steps: int = 1
 
     def __post_init__(self):
         if not isinstance(self.kernel, Kernel):
@@ -146,18 +171,24 @@ class LevelGibbs(Kernel):
         if self.num_levels < 2:
             raise ValueError(f"num_levels must be an int >= 2, got {self.num_levels!r}")
         if self.step_sizes is not None:
-            s = torch.as_tensor(self.step_sizes)
+            s = as_hyperparameter("step_sizes", self.step_sizes)
             if s.shape != (self.num_levels,) or not torch.isfinite(s).all() or (s <= 0).any():
                 raise ValueError(
                     f"step_sizes must be {self.num_levels} finite positive numbers, got "
                     f"{self.step_sizes!r}"
                 )
-        if self.init_level is not None and not 0 <= int(self.init_level) < self.num_levels:
+        if self.init_level is not None and (
+            isinstance(self.init_level, bool)
+            or not isinstance(self.init_level, numbers.Integral)
+            or not 0 <= self.init_level < self.num_levels
+        ):
             raise ValueError(
-                f"init_level must lie in [0, {self.num_levels}), got {self.init_level}"
+                f"init_level must be an int in [0, {self.num_levels}), got {self.init_level!r}"
             )
-        if int(self.event_ndim) < 0:
-            raise ValueError("event_ndim must be >= 0")
+        check_int("event_ndim", self.event_ndim, 0)
+        n = self.inner_steps
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"inner_steps must be an int >= 1, got {n!r}")
 
     @property
     def needs_grad(self) -> bool:  # type: ignore[override]
@@ -165,7 +196,7 @@ class LevelGibbs(Kernel):
 
     @property
     def evals_per_step(self) -> int:  # type: ignore[override]
-        return self.kernel.evals_per_step + 1
+        return self.kernel.evals_per_step * self.inner_steps + 1
 
     def children(self, state=None, info=None):
         if self.step_sizes is not None:  # per-level step sizes are set by their user
@@ -179,10 +210,37 @@ class LevelGibbs(Kernel):
         table = torch.as_tensor(self.step_sizes, dtype=like.dtype, device=like.device)
         return self.kernel.replace(step_size=table[level])
 
-    def init(self, energy, x: Tensor, validate: bool = True) -> LevelState:
+    def init(
+        self, energy, x: Tensor, validate: bool = True, level: Tensor | None = None
+    ) -> LevelState:
+        """Start chains at ``x`` ``(*batch, *event)``, all at ``init_level`` or, with
+        ``level`` (integer, shape ``batch``), each at its own level.
+
+        Example:
+            >>> import torch
+            >>> from ebmcmc.kernels import MALA
+            >>> k = LevelGibbs(MALA(0.1), num_levels=3)
+            >>> joint = lambda x, t: (x**2).sum(-1) + t
+            >>> k.init(joint, torch.zeros(2, 1), level=torch.tensor([0, 2])).level.tolist()
+            [0, 2]
+        """
         batch = x.shape[: x.ndim - int(self.event_ndim)]
-        start = self.num_levels - 1 if self.init_level is None else int(self.init_level)
-        level = torch.full(batch, start, dtype=torch.long, device=x.device)
+        if level is None:
+            start = self.num_levels - 1 if self.init_level is None else int(self.init_level)
+            level = torch.full(batch, start, dtype=torch.long, device=x.device)
+        else:
+            integer = isinstance(level, Tensor) and not (
+                level.is_floating_point() or level.is_complex() or level.dtype == torch.bool
+            )
+            if not integer:
+                raise TypeError("level must be an integer tensor of shape batch")
+            if tuple(level.shape) != tuple(batch):
+                raise ValueError(
+                    f"level has shape {tuple(level.shape)}, expected the batch shape {tuple(batch)}"
+                )
+            if level.numel() and not 0 <= int(level.min()) <= int(level.max()) < self.num_levels:
+                raise ValueError(f"level must lie in [0, {self.num_levels})")
+            level = level.to(device=x.device, dtype=torch.long)
         cond = AtLevel(energy, level)
         if validate:
             _validate(cond, x)
@@ -219,7 +277,17 @@ class LevelGibbs(Kernel):
             raise TypeError("LevelGibbs needs the state made by its own init()")
         level = state.level
         inner_kernel = self._inner(level, state.position)
-        s, info = inner_kernel.step(AtLevel(energy, level), state.inner, generator)
+        cond = AtLevel(energy, level)
+        s, info = inner_kernel.step(cond, state.inner, generator)
+        if self.inner_steps > 1:
+            acc_sum, acc_any, div_any = info.accept_prob, info.accepted, info.diverging
+            for _ in range(self.inner_steps - 1):
+                s, info = inner_kernel.step(cond, s, generator)
+                acc_sum = acc_sum + info.accept_prob
+                acc_any = acc_any | info.accepted
+                div_any = div_any | info.diverging
+            info = dataclasses.replace(info, accept_prob=acc_sum / self.inner_steps,
+                                       accepted=acc_any, diverging=div_any)  # fmt: skip
         table = self.level_energies(energy, s.position)  # (L, *batch)
         logits = torch.nan_to_num(-table.movedim(0, -1), nan=-torch.inf)
         u = rand_batch(logits.shape, logits, generator).clamp_(min=torch.finfo(logits.dtype).tiny)
@@ -229,9 +297,16 @@ class LevelGibbs(Kernel):
         inner = self._inner(new_level, s.position).init(
             AtLevel(energy, new_level), s.position, validate=False
         )
-        counts = torch.bincount(new_level.reshape(-1), minlength=self.num_levels)
+        L = self.num_levels
+        counts = torch.bincount(new_level.reshape(-1), minlength=L)
+        moves = torch.bincount(level.reshape(-1), minlength=L)
+        acc = info.accept_prob.reshape(-1)
+        acc_sum = torch.zeros(L, dtype=acc.dtype, device=acc.device).index_add_(
+            0, level.reshape(-1), acc
+        )
+        level_accept = acc_sum / moves.to(acc.dtype)  # 0 / 0 = NaN where no chain moved
         out = LevelInfo(
             info.accept_prob, info.accepted, info.diverging, info.step_size, info, new_level,
-            counts,
+            counts, level, moves, level_accept,
         )  # fmt: skip
         return LevelState(inner, new_level), out

@@ -151,10 +151,11 @@ class NUTS(Kernel):
     inverse_mass_matrix: Tensor | None = None
     divergence_threshold: float = 1000.0
     default_target_accept: ClassVar[float] = 0.8
-    #: warm-up pools the chains' acceptance by its harmonic mean (chains whose acceptance is
-    #: at least 1e-4 and that did not diverge): the shared step size then suits the chains in
-    #: the most curved regions too, as a banana's tails need (the arithmetic mean gives
-    #: divergences there and chains that stall)
+    #: warm-up pools the chains' acceptance by its harmonic mean (over the chains whose
+    #: acceptance is at least 1e-4 and that did not diverge, while the others are a minority:
+    #: see :class:`~ebmcmc.adaptation.WindowAdaptation`): the shared step size then suits the
+    #: chains in the most curved regions too, as a banana's tails need (the arithmetic mean
+    #: gives divergences there and chains that stall)
     acceptance_pooling: ClassVar[str] = "harmonic"
 
     def __post_init__(self):

@@ -18,6 +18,7 @@ from torch import Tensor
 from ..energy import energy_and_grad, evaluate
 
 __all__ = [
+    "as_hyperparameter",
     "check_positive",
     "per_chain",
     "expand_event",
@@ -34,6 +35,26 @@ __all__ = [
 ]
 
 S = TypeVar("S")
+
+
+def as_hyperparameter(name: str, value, dtype: torch.dtype | None = None) -> Tensor:
+    """A hyperparameter (a number or a tensor) as a tensor, or a ``TypeError`` naming it.
+
+    Bools, bool tensors, strings, complex numbers and anything torch cannot read are refused.
+
+    Example:
+        >>> as_hyperparameter("noise_scale", 0.5)
+        tensor(0.5000)
+    """
+    if value is None or isinstance(value, bool | str | bytes):
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}")
+    try:
+        t = torch.as_tensor(value, dtype=dtype) if dtype is not None else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise TypeError(f"{name} must be a number or a tensor, got {value!r}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be a real number or tensor, got a {t.dtype} tensor")
+    return t
 
 
 def check_positive(name: str, value) -> None:
@@ -53,13 +74,8 @@ def check_positive(name: str, value) -> None:
         if not (value > 0 and value != float("inf")):
             raise ValueError(f"{name} must be finite and > 0, got {value!r}")
         return
-    try:
-        v = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be a number or a tensor, got {value!r}") from None
-    if v.dtype == torch.bool:
-        raise TypeError(f"{name} must be a number or a tensor, got a bool tensor")
-    if v.is_floating_point() or v.is_complex():
+    v = as_hyperparameter(name, value)
+    if v.is_floating_point():
         ok = bool(torch.isfinite(v).all()) and bool((v > 0).all())
     else:
         ok = bool((v > 0).all())
@@ -183,16 +199,17 @@ def rand_batch(shape, like: Tensor, generator: torch.Generator | None) -> Tensor
 
 
 def metropolis(
-    log_ratio: Tensor, finite: Tensor, generator: torch.Generator | None
+    log_ratio: Tensor, finite: Tensor | None, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:
     """The Metropolis accept decision from a log acceptance ratio.
 
-    Non-finite proposals (``finite`` False) and NaN ratios get acceptance probability 0. One
-    uniform draw per chain is taken from ``generator``.
+    Non-finite proposals (``finite`` False) and NaN or infinite ratios get acceptance
+    probability 0. One uniform draw per chain is taken from ``generator``.
 
     Args:
         log_ratio: ``log`` of the acceptance ratio, shape ``batch``.
-        finite: whether each chain's proposal is finite, shape ``batch``.
+        finite: whether each chain's proposal may be accepted, shape ``batch``; ``None`` when
+            the ratio itself carries it (a non-finite ratio is never accepted).
         generator: the chains' generator.
 
     Returns:
@@ -205,12 +222,15 @@ def metropolis(
         >>> p.tolist(), a.tolist()
         ([1.0, 0.0], [True, False])
     """
-    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
-    log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
+    if finite is None:  # one op: NaN and ±inf ratios become -inf (never accepted)
+        log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf, posinf=-torch.inf)
+    else:
+        log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
+        log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
     accept_prob = torch.exp(torch.clamp(log_ratio, max=0.0))
     u = rand_batch(log_ratio.shape, log_ratio, generator)
-    accepted = (torch.log(u) < log_ratio) & finite
-    return accept_prob, accepted
+    accepted = torch.log(u) < log_ratio
+    return accept_prob, accepted if finite is None else accepted & finite
 
 
 def evaluate_like(energy, x: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:

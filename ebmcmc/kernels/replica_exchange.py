@@ -12,7 +12,7 @@ from .._deprecation import warn_deprecated
 from ..energy import Tempered, evaluate
 from ..energy import validate as _validate
 from .base import ChainState, Info, Kernel, State
-from .proposal import expand_event, metropolis, where_batch
+from .proposal import as_hyperparameter, expand_event, metropolis, where_batch
 
 __all__ = ["ReplicaExchange", "ReplicaState", "ReplicaInfo"]
 
@@ -118,7 +118,7 @@ class ReplicaExchange(Kernel):
     def __post_init__(self):
         if not isinstance(self.kernel, Kernel):
             raise TypeError("kernel must be an ebmcmc Kernel")
-        b = torch.as_tensor(self.betas, dtype=torch.float64)
+        b = as_hyperparameter("betas", self.betas, torch.float64)
         if b.ndim != 1 or b.numel() < 2:
             raise ValueError(f"betas must be a 1-D ladder of >= 2 temperatures, got {self.betas}")
         if b[0] != 1 or not (b[1:] < b[:-1]).all() or not (b[-1] > 0):
