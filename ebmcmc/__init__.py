@@ -20,7 +20,7 @@ Example:
 from . import energy, kernels, targets
 from ._random import make_generator
 from .adaptation import WindowAdaptation
-from .sampling import sample
+from .sampling import SamplingError, sample
 from .trace import Trace
 
 __version__ = "0.2.0"
@@ -31,6 +31,7 @@ __all__ = [
     "targets",
     "diagnostics",
     "sample",
+    "SamplingError",
     "make_generator",
     "Trace",
     "WindowAdaptation",

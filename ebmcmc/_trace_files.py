@@ -10,13 +10,16 @@ it and accepts only what ``save`` writes:
 * hard links only, no groups, no named types (but the one h5netcdf names for complex
   numbers); no external storage, no virtual datasets, no
   filters but the standard lossless ones (deflate, shuffle, Fletcher-32);
-* datasets named ``var.*``, ``stat.*`` (``(chain, draw, …)``), ``state.*``, ``kernel.*``,
-  ``generator_state`` and their NetCDF dimensions, with plain numeric dtypes in the machine's
-  byte order, the dimensions ``save`` gives them, and data actually stored in the file;
+* datasets named ``var.*``, ``stat.*`` (``(chain, draw, …)``), ``const.*`` (``(chain,)``: a
+  statistic constant over the draws), ``state.*``, ``kernel.*``, ``generator_state``,
+  ``warmup.*`` (an interrupted warm-up's progress) and their NetCDF dimensions, with plain
+  numeric dtypes in the machine's byte order, the dimensions ``save`` gives them, and data
+  actually stored in the file;
 * the attributes ``save`` writes: ``format``, ``batch_shape``, ``run_attrs`` (a Python literal
-  of a flat dict) and the flattened kernel and state (``kernel.class``, ``kernel.step_size``,
+  of a flat dict), the flattened kernel and state (``kernel.class``, ``kernel.step_size``,
   …), every one of the class's fields and nothing else, each class inside ebmcmc and of the
-  expected base class.
+  expected base class, and for a run stopped during warm-up ``warmup.done``,
+  ``warmup.total`` and ``warmup.adapter`` (a Python literal naming each value's kind).
 
 After the trace is built, :func:`check_loaded` checks what only the built objects show: the
 batch shape against the chains and the final state, and a finite final state. Every refusal
@@ -53,6 +56,8 @@ _DATA_ATTRS = {"DIMENSION_LIST", "_Netcdf4Coordinates", "_Netcdf4Dimid", "_FillV
 _SCALE_ATTRS = {"CLASS", "NAME", "REFERENCE_LIST", "_Netcdf4Dimid"}
 _NOT_A_VARIABLE = b"This is a netCDF dimension but not a netCDF variable"
 _ROOT_ATTRS = {"format", "batch_shape", "run_attrs", "_NCProperties"}
+_WARMUP_ATTRS = {"warmup.done", "warmup.total", "warmup.adapter"}
+_NON_FINITE = {"nan", "inf", "-inf"}
 _FLAGS = ("none", "bool", "is_bool", "is_tuple")
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 _CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
@@ -71,12 +76,20 @@ def _refuse(path: Path, why: str) -> _Refused:
 # ---------------------------------------------------------------------------- the HDF5 layer
 
 
-def check_file(path: str | Path, fmt: str) -> dict[str, Any]:
+def check_file(
+    path: str | Path, fmt: str | None, kind: str = "trace", table: dict | None = None
+) -> dict[str, Any]:
     """Inspect a trace file with ``h5py`` before anything reads its data.
 
     Args:
         path: the file (it exists).
-        fmt: the format string ``Trace.save`` writes (``"ebmcmc-trace/1"``).
+        fmt: the format string written in the file (``"ebmcmc-trace/1"`` for
+            ``Trace.save``); ``None`` for a chunk file, which has none.
+        kind: ``"trace"`` (a file of ``Trace.save``), ``"index"`` (a streamed directory's
+            ``index.nc``: the trace without its draws, and the ``stream`` table) or
+            ``"chunk"`` (one of its ``draws-*.nc`` files).
+        table: for a chunk, what the index says it holds: ``chains``, ``draws`` (its number
+            of draws), ``variables`` and ``stats`` (``name -> (shape, dtype name)``).
 
     Returns:
         The file's root attributes (checked), for :func:`check_loaded`.
@@ -102,7 +115,7 @@ def check_file(path: str | Path, fmt: str) -> dict[str, Any]:
         raise ValueError(f"{str(path)!r} is not a readable NetCDF trace: {err}") from err
     with f:
         try:
-            return _check_open_file(f, path, fmt)
+            return _check_open_file(f, path, fmt, kind, table)
         except ValueError:
             raise
         except Exception as err:  # noqa: BLE001 - a malformed HDF5 structure
@@ -143,21 +156,24 @@ def _scalar(value) -> float | int | None:
     return v if isinstance(v, int | float) else None
 
 
-def _check_open_file(f, path: Path, fmt: str) -> dict[str, Any]:
+def _check_open_file(f, path: Path, fmt: str | None, kind: str, table) -> dict[str, Any]:
     import h5py
 
     attrs: dict[str, Any] = {}
     for name in f.attrs:
         attrs[name] = _attr(f, name, path, "the file")
-    if _text(attrs.get("format")) != fmt:
+    if kind == "chunk":
+        if set(attrs) - {"_NCProperties"}:
+            raise _refuse(path, f"unexpected attributes {sorted(attrs)} in a chunk file")
+    elif _text(attrs.get("format")) != fmt:
         raise ValueError(f"{str(path)!r} is not an ebmcmc trace (format {fmt!r})")
     # ---- every name in the file: hard links to datasets only
     datasets: dict[str, Any] = {}
     for name in f:
         link = f.get(name, getlink=True)
         if not isinstance(link, h5py.HardLink):
-            kind = {h5py.SoftLink: "a soft link", h5py.ExternalLink: "an external link"}
-            what = kind.get(type(link), "a link")
+            links = {h5py.SoftLink: "a soft link", h5py.ExternalLink: "an external link"}
+            what = links.get(type(link), "a link")
             raise _refuse(path, f"{name!r} is {what}; a trace holds no links")
         obj = f[name]
         if (
@@ -180,7 +196,15 @@ def _check_open_file(f, path: Path, fmt: str) -> dict[str, Any]:
         used.update(_dims(d, path, name, scales))
     for name in scales:
         _check_scale(name, datasets[name], path, used)
-    _check_root_attrs(attrs, path, data)
+    from ._stream_files import check_chunk
+
+    columns = {n for n in data if n.split(".")[0] in ("var", "stat", "const")}
+    if kind == "chunk":
+        check_chunk(data, path, table or {})
+    elif kind == "index" and columns:
+        raise _refuse(path, f"a trace index holds no draws, found {sorted(columns)[0]!r}")
+    else:
+        _check_root_attrs(attrs, path, data, kind)
     return attrs
 
 
@@ -206,17 +230,24 @@ def _check_data(name: str, d, path: Path, scales: set[str], datasets: dict) -> N
     if name == "generator_state":
         if d.dtype != np.uint8 or d.ndim != 1:
             raise _refuse(path, "generator_state must be a 1-D uint8 array")
-    elif kind in ("var", "stat"):
+    elif kind in ("var", "stat", "const"):
         if not rest or not _NAME.fullmatch(rest):
             raise _refuse(path, f"dataset name {name!r} is not allowed")
-        if d.ndim < 2:
+        if kind == "const" and d.ndim != 1:
+            raise _refuse(path, f"{name!r} must have dimensions (chain,)")
+        if kind != "const" and d.ndim < 2:
             raise _refuse(path, f"{name!r} must have dimensions (chain, draw, ...)")
     elif kind in ("state", "kernel"):
         if not all(_SEGMENT.fullmatch(s) for s in rest.split(".")) or not rest:
             raise _refuse(path, f"dataset name {name!r} is not allowed")
+    elif name == "warmup.moved" or name.startswith("warmup.adapter."):
+        from ._stream_files import segments
+
+        if name != "warmup.moved" and not segments(name[len("warmup.adapter.") :]):
+            raise _refuse(path, f"dataset name {name!r} is not allowed")
     else:
-        raise _refuse(path, f"unexpected dataset {name!r} (a trace holds var.*, stat.*, "
-                            "state.*, kernel.* and generator_state)")  # fmt: skip
+        raise _refuse(path, f"unexpected dataset {name!r} (a trace holds var.*, stat.*, const.*, "
+                            "state.*, kernel.*, warmup.* and generator_state)")  # fmt: skip
     dt = d.dtype
     if dt.kind not in "iufbc" or dt.fields is not None or dt.subdtype is not None:
         raise _refuse(path, f"dataset {name!r} has dtype {dt}; a trace stores plain numbers")
@@ -274,7 +305,10 @@ def _dims(d, path: Path, name: str, scales: set[str]) -> list[str]:
         lead: tuple[str, ...] = ()
         expect: tuple[str, ...] = ("generator_state_dim",)
     else:
-        lead = ("chain", "draw") if name.split(".")[0] in ("var", "stat") else ()
+        kind = name.split(".")[0]
+        lead = (
+            ("chain", "draw") if kind in ("var", "stat") else ("chain",) if kind == "const" else ()
+        )
         expect = lead + tuple(f"{name}_dim_{i}" for i in range(d.ndim - len(lead)))
     if tuple(dims) != expect:
         raise _refuse(path, f"dataset {name!r} has dimensions {tuple(dims)}, expected {expect}")
@@ -310,9 +344,11 @@ def _check_scale(name: str, d, path: Path, used: set[str]) -> None:
 # ---------------------------------------------------------------------------- attributes
 
 
-def _check_root_attrs(attrs: dict[str, Any], path: Path, data: dict) -> None:
+def _check_root_attrs(attrs: dict[str, Any], path: Path, data: dict, kind: str) -> None:
+    from ._stream_files import check_stream_table, check_warmup
+
     for name in attrs:
-        if name in _ROOT_ATTRS:
+        if name in _ROOT_ATTRS or name in _WARMUP_ATTRS or (kind == "index" and name == "stream"):
             continue
         head, _, rest = name.partition(".")
         if head not in ("state", "kernel") or not all(
@@ -325,13 +361,22 @@ def _check_root_attrs(attrs: dict[str, Any], path: Path, data: dict) -> None:
     shape = np.atleast_1d(np.asarray(attrs.get("batch_shape", np.zeros(0, np.int64))))
     if shape.ndim != 1 or shape.size == 0 or shape.dtype.kind not in "iu" or (shape < 1).any():
         raise _refuse(path, f"batch_shape must be positive integers, got {shape.tolist()}")
-    chains = {d.shape[0] for n, d in data.items() if n.split(".")[0] in ("var", "stat")}
-    if not any(n.startswith("var.") for n in data):
+    chains = {d.shape[0] for n, d in data.items() if n.split(".")[0] in ("var", "stat", "const")}
+    warmup = check_warmup(attrs, path, data, tuple(shape.tolist()))
+    if kind == "index":
+        text = _text(attrs.get("stream"))
+        try:
+            table = ast.literal_eval(text) if text is not None else None
+        except Exception:  # noqa: BLE001 - SyntaxError, ValueError, MemoryError, ...
+            table = None
+        check_stream_table(table, path)
+    elif not warmup and not any(n.startswith("var.") for n in data):
         raise _refuse(path, "it records no variable (var.*)")
-    if chains != {math.prod(shape.tolist())}:
+    if chains - {math.prod(shape.tolist())}:
         raise _refuse(path, f"batch_shape {tuple(shape.tolist())} does not match "
                             f"{chains.pop()} chains")  # fmt: skip
-    if {d.shape[1] for n, d in data.items() if n.split(".")[0] in ("var", "stat")} == {0}:
+    draws = {d.shape[1] for n, d in data.items() if n.split(".")[0] in ("var", "stat")}
+    if kind == "trace" and not warmup and draws == {0}:
         raise _refuse(path, "it holds no draws")
     run = _text(attrs.get("run_attrs", "{}"))
     try:
@@ -339,7 +384,8 @@ def _check_root_attrs(attrs: dict[str, Any], path: Path, data: dict) -> None:
     except Exception:  # noqa: BLE001 - SyntaxError, ValueError, MemoryError, RecursionError, ...
         value = None
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str | int | float) for k, v in value.items()
+        isinstance(k, str) and (isinstance(v, str | int | float) or _non_finite(v))
+        for k, v in value.items()
     ):
         raise _refuse(path, "run_attrs must be a Python literal dict of str to str/int/float")
     arrays = {n for n in data if n.split(".")[0] in ("state", "kernel")}
@@ -347,6 +393,11 @@ def _check_root_attrs(attrs: dict[str, Any], path: Path, data: dict) -> None:
     for prefix, base in (("kernel", Kernel), ("state", ChainState)):
         mine = {k for k in keys | arrays if k.split(".")[0] == prefix}
         _check_tree(prefix, base, attrs, mine, arrays, path, value)
+
+
+def _non_finite(v) -> bool:
+    """How ``save`` writes a float that is no literal (an R-hat of nan): ``("float", "nan")``."""
+    return isinstance(v, tuple) and len(v) == 2 and v[0] == "float" and v[1] in _NON_FINITE
 
 
 def _check_flag_values(attrs: dict[str, Any], keys: set[str], path: Path) -> None:

@@ -128,6 +128,7 @@ def check_run(
     diverging: Tensor | None,
     accepted_any: Tensor | None,
     max_coordinates: int = 1000,
+    divergent: tuple[int, int] | None = None,
 ) -> RunCheck:
     """R-hat of the recorded variables, divergences and stuck chains, with a message for each
     problem.
@@ -137,6 +138,8 @@ def check_run(
         diverging: ``(chain, draw)`` flags, or ``None``.
         accepted_any: ``(chain,)``: whether each chain accepted anything, or ``None``.
         max_coordinates: variables with more coordinates (images) are not R-hat checked.
+        divergent: ``(divergent draws, draws)`` counted elsewhere, used when ``diverging`` is
+            ``None`` (a run streamed to disk counts them chunk by chunk).
 
     Example:
         >>> import torch
@@ -164,12 +167,14 @@ def check_run(
             f"{name_worst!r}): the chains disagree; run longer or check "
             "ebmcmc.diagnostics.summary(trace)"
         )
-    divergent = int(diverging.sum()) if diverging is not None else 0
-    if divergent:
-        total = diverging.numel() if diverging is not None else 0
+    if diverging is not None:
+        num_divergent, total = int(diverging.sum()), diverging.numel()
+    else:
+        num_divergent, total = divergent if divergent is not None else (0, 0)
+    if num_divergent:
         msgs.append(
-            f"{divergent} of {total} draws diverged: the trajectories left the region where the "
-            "step size is stable; the draws may be biased (try a smaller step or a higher "
+            f"{num_divergent} of {total} draws diverged: the trajectories left the region where "
+            "the step size is stable; the draws may be biased (try a smaller step or a higher "
             "target_accept)"
         )
     stuck: list[int] = []
@@ -181,4 +186,4 @@ def check_run(
                 f"{len(stuck)} of {accepted_any.numel()} chains never moved (chains {shown}): "
                 "they are stuck where they started"
             )
-    return RunCheck(worst, over, checked, divergent, stuck, msgs)
+    return RunCheck(worst, over, checked, num_divergent, stuck, msgs)

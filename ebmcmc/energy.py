@@ -22,6 +22,7 @@ __all__ = [
     "energy_and_grad",
     "evaluate",
     "validate",
+    "declared_event_shape",
     "from_log_prob",
     "from_distribution",
     "Tempered",
@@ -120,8 +121,64 @@ def energy_and_grad(
     return e.detach(), g.detach() if g.requires_grad else g
 
 
+def declared_event_shape(energy) -> tuple[int, ...] | int | None:
+    """The event an energy declares: its ``event_shape`` (a tuple), else its ``event_ndim``
+    (an int), else ``None``.
+
+    Targets, :func:`from_distribution` and :func:`from_pyro` declare an ``event_shape``; any
+    energy may (a function too: ``f.event_shape = ()`` for one number per chain).
+
+    Example:
+        >>> from ebmcmc.targets import Banana
+        >>> declared_event_shape(Banana()), declared_event_shape(lambda x: x.sum(-1))
+        ((2,), None)
+    """
+    shape = getattr(energy, "event_shape", None)
+    if isinstance(shape, tuple | list | torch.Size):
+        return tuple(int(s) for s in shape)
+    ndim = getattr(energy, "event_ndim", None)
+    if isinstance(ndim, int) and not isinstance(ndim, bool):
+        return ndim
+    return None
+
+
+def _check_event(energy, e: Tensor | None, x: Tensor, name: str) -> None:
+    """Check ``x`` (``e is None``: before evaluating) or the energies ``e`` at ``x`` against
+    the event the energy declares, or against an event left unreduced."""
+    declared = declared_event_shape(energy)
+    if declared is None:
+        if e is not None and e.shape == x.shape:
+            raise ValueError(
+                f"energy returned shape {tuple(e.shape)} for {name} of the same shape: it did "
+                "not reduce the event dimensions, so every coordinate would become a chain of "
+                "its own. Sum over the event, e.g. lambda x: (x**2).sum(-1) instead of "
+                "lambda x: x**2; for a scalar event (one number per chain) declare it with an "
+                "attribute event_shape = () on the energy"
+            )
+        return
+    k = declared if isinstance(declared, int) else len(declared)
+    ok = x.ndim >= k
+    if isinstance(declared, tuple):
+        ok = ok and tuple(x.shape[x.ndim - k :]) == declared
+    if e is not None:
+        ok = ok and tuple(e.shape) == tuple(x.shape[: x.ndim - k])
+    if not ok:
+        what = f"event_shape {declared}" if isinstance(declared, tuple) else f"event_ndim {k}"
+        got = "" if e is None else f" and the energy returned {tuple(e.shape)}"
+        raise ValueError(
+            f"the energy declares {what}, but {name} has shape {tuple(x.shape)}{got}; expected "
+            f"{name} of shape (*batch, *event) and energies of the batch shape"
+        )
+
+
 def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") -> Tensor:
     """Check that ``energy`` is usable at ``x``: batch-shaped and finite output.
+
+    The energy must reduce the event dimensions: an output of ``x``'s own shape (an empty
+    event, e.g. ``lambda x: x**2`` without ``.sum(-1)``) is refused unless the energy declares
+    a scalar event (``event_shape = ()``). An energy that declares its ``event_shape`` or
+    ``event_ndim`` (targets, :func:`from_distribution`, :func:`from_pyro`) is checked against
+    it.
 
     Args:
         energy: the energy callable.
@@ -133,8 +190,9 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
 
     Raises:
         TypeError: if the output is not a floating-point tensor.
-        ValueError: if the output is not of the batch shape, is empty (no chains) or is not
-            finite everywhere.
+        ValueError: if the output is not of the batch shape, is empty (no chains), does not
+            reduce the event, does not match the declared event, or is not finite
+            everywhere.
 
     Example:
         >>> import torch
@@ -147,12 +205,14 @@ def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") 
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains non-finite values")
+    _check_event(energy, None, x, name)
     e = evaluate(energy, x)
     if e.numel() == 0:
         raise ValueError(
             f"{name} holds no chains: the energy's batch shape is {tuple(e.shape)} for {name} "
             f"of shape {tuple(x.shape)}"
         )
+    _check_event(energy, e, x, name)
     if not torch.isfinite(e).all():
         bad = (~torch.isfinite(e)).sum().item()
         raise ValueError(

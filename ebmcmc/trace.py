@@ -2,16 +2,20 @@
 
 A :class:`Trace` holds named variables of shape ``(chain, draw, *shape)``, sample statistics of
 shape ``(chain, draw)``, and everything needed to continue the run bit for bit: the final
-chain state, the (adapted) kernel and the generator's state. Chains are the batch of the run
-flattened to one dimension; ``batch_shape`` remembers the original shape.
+chain state, the (adapted) kernel, the generator's state and, for a run interrupted during
+warm-up, the warm-up's progress. Chains are the batch of the run flattened to one dimension;
+``batch_shape`` remembers the original shape.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
+import math
 import os
 import warnings
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,11 @@ from torch import Tensor
 from ._files import atomic_write
 from .kernels.base import ChainState, Kernel, State
 
-__all__ = ["Trace"]
+__all__ = ["Trace", "WarmupProgress", "LazyColumns"]
 
 _FORMAT = "ebmcmc-trace/1"
+#: the index of a streamed trace directory (see :mod:`ebmcmc.stream`)
+STREAM_FORMAT = "ebmcmc-trace-stream/1"
 
 
 def _to_numpy(t: Tensor) -> np.ndarray:
@@ -34,6 +40,93 @@ def _to_numpy(t: Tensor) -> np.ndarray:
     return t.numpy()
 
 
+@dataclasses.dataclass
+class WarmupProgress:
+    """How far an interrupted warm-up got: what :func:`ebmcmc.sample` needs to finish it bit
+    for bit.
+
+    A trace returned by a run interrupted during warm-up has no draws; its ``final_state``,
+    ``kernel`` (with the hyperparameters tuned so far) and ``generator_state`` are those after
+    ``done`` warm-up steps, and ``warmup`` holds the rest.
+
+    Attributes:
+        done: warm-up steps completed.
+        total: the run's ``num_warmup`` (the warm-up schedule depends on it).
+        moved: ``batch``-shaped bools: the chains that have accepted a proposal so far.
+        adapter: the adaptation's running state as ``name -> tensor | number | None | tuple``
+            (``None`` when the run had no adaptation).
+
+    Example:
+        >>> import torch
+        >>> WarmupProgress(10, 100, torch.ones(4, dtype=torch.bool)).done
+        10
+    """
+
+    done: int
+    total: int
+    moved: Tensor
+    adapter: dict[str, Any] | None = None
+
+
+class LazyColumns(MutableMapping):
+    """Named ``(chain, draw, *shape)`` tensors read on first access.
+
+    A trace loaded from a streamed directory (:mod:`ebmcmc.stream`) holds its variables and
+    statistics this way: opening it reads only the index, and a column is read (and kept)
+    when it is first used. Shapes are known without reading.
+
+    Example:
+        >>> import torch
+        >>> cols = LazyColumns({"x": (2, 3)}, lambda name: torch.zeros(2, 3))
+        >>> cols.shape("x"), cols.loaded("x"), cols["x"].shape, cols.loaded("x")
+        ((2, 3), False, torch.Size([2, 3]), True)
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], read: Callable[[str], Tensor]):
+        self._shapes = {k: tuple(v) for k, v in shapes.items()}
+        self._read = read
+        self._cache: dict[str, Tensor] = {}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The full shape of column ``name`` (without reading it)."""
+        return self._shapes[name]
+
+    def loaded(self, name: str) -> bool:
+        """Whether column ``name`` has been read."""
+        return name in self._cache
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._cache:
+            if name not in self._shapes:
+                raise KeyError(name)
+            self._cache[name] = self._read(name)
+        return self._cache[name]
+
+    def __setitem__(self, name: str, value: Tensor) -> None:
+        self._cache[name] = value
+        self._shapes[name] = tuple(value.shape)
+
+    def __delitem__(self, name: str) -> None:
+        del self._shapes[name]
+        self._cache.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def _shape(columns, name: str) -> tuple[int, ...]:
+    if isinstance(columns, LazyColumns):
+        return columns.shape(name)
+    return tuple(columns[name].shape)
+
+
+def _columns(mapping) -> dict[str, Tensor] | LazyColumns:
+    return mapping if isinstance(mapping, LazyColumns) else dict(mapping)
+
+
 class Trace:
     """The result of :func:`ebmcmc.sample`.
 
@@ -41,12 +134,18 @@ class Trace:
         variables: ``name -> Tensor (chain, draw, *shape)``. The default ``trace_fn`` records
             the positions under ``"x"``.
         stats: ``name -> Tensor (chain, draw)``: ``energy``, ``accept_prob``, ``step_size``,
-            ``diverging`` (and whatever else the kernel reports).
+            ``diverging`` (and whatever else the kernel reports). A step size that stayed
+            constant is a zero-stride view of one value per chain (no memory per draw).
         final_state: the chains' last kernel state (original batch shape).
         kernel: the kernel as used for sampling (adapted hyperparameters).
         generator_state: the generator's state after the last step (``torch.uint8`` tensor).
         batch_shape: the batch shape of the run.
         attrs: run metadata (kernel name, warm-up, thinning, what was recorded).
+        warmup: a :class:`WarmupProgress` when the run was interrupted during warm-up (the
+            trace then has no draws), else ``None``.
+
+    A trace loaded from a streamed directory (``sample(..., out=...)``) reads its variables
+    and statistics on first access (:class:`LazyColumns`).
 
     Example:
         >>> import torch, ebmcmc
@@ -60,40 +159,53 @@ class Trace:
 
     def __init__(
         self,
-        variables: dict[str, Tensor],
-        stats: dict[str, Tensor],
+        variables: dict[str, Tensor] | LazyColumns,
+        stats: dict[str, Tensor] | LazyColumns,
         final_state: ChainState | None = None,
         kernel: Kernel | None = None,
         generator_state: Tensor | None = None,
         batch_shape: tuple[int, ...] | None = None,
         attrs: dict[str, Any] | None = None,
+        warmup: WarmupProgress | None = None,
     ):
         if not variables:
-            raise ValueError("a Trace needs at least one recorded variable")
-        shapes = {tuple(v.shape[:2]) for v in list(variables.values()) + list(stats.values())}
-        if len(shapes) != 1:
-            raise ValueError(f"variables and stats disagree on (chain, draw): {sorted(shapes)}")
-        self.variables = dict(variables)
-        self.stats = dict(stats)
+            # a run interrupted before its first draw: no draws, a resumable state
+            if final_state is None or stats:
+                raise ValueError("a Trace needs at least one recorded variable")
+            shape = batch_shape if batch_shape is not None else final_state.batch_shape
+            self.num_chains, self.num_draws = math.prod(shape), 0
+        else:
+            shapes = {_shape(m, k)[:2] for m in (variables, stats) for k in m}
+            if len(shapes) != 1:
+                raise ValueError(f"variables and stats disagree on (chain, draw): {sorted(shapes)}")
+            (self.num_chains, self.num_draws) = shapes.pop()
+        self.variables = _columns(variables)
+        self.stats = _columns(stats)
         self.final_state = final_state
         self.kernel = kernel
         self.generator_state = generator_state
-        (self.num_chains, self.num_draws) = shapes.pop()
         self.batch_shape = tuple(batch_shape) if batch_shape is not None else (self.num_chains,)
         self.attrs = dict(attrs or {})
+        self.warmup = warmup
+        #: the trace directory this trace was read from (``None``: made in memory or read
+        #: from a single file), and how many chunks it had then
+        self.source: Path | None = None
+        self.source_chunks = 0
 
     # ------------------------------------------------------------------ access
     @property
     def draws(self) -> Tensor:
         """The recorded positions ``(chain, draw, *event)`` (variable ``"x"``)."""
         if "x" not in self.variables:
+            if self.num_draws == 0:
+                raise KeyError("this trace holds no draws (its run stopped before the first)")
             raise KeyError(
                 f"this trace recorded {sorted(self.variables)} (a custom trace_fn), not 'x'"
             )
         return self.variables["x"]
 
     def __repr__(self) -> str:
-        vs = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.variables.items())
+        vs = ", ".join(f"{k}{_shape(self.variables, k)}" for k in self.variables)
         return f"Trace(chains={self.num_chains}, draws={self.num_draws}, variables=[{vs}])"
 
     # ------------------------------------------------------------------ arviz
@@ -113,6 +225,8 @@ class Trace:
         """
         from . import arviz_bridge  # ArviZ loads only when a trace is converted
 
+        if self.num_draws == 0:
+            raise ValueError("this trace has no draws to convert")
         posterior = {k: _to_numpy(v) for k, v in self.variables.items()}
         stats = {k: _to_numpy(v) for k, v in self.stats.items()}
         if "energy" in stats:
@@ -125,7 +239,7 @@ class Trace:
         """Join consecutive runs of the same chains along the draw axis.
 
         The result keeps the last trace's final state, kernel and generator state, so it can
-        be resumed in turn.
+        be resumed in turn. Traces without draws (a run interrupted during warm-up) add none.
 
         Example:
             >>> import torch, ebmcmc
@@ -139,32 +253,32 @@ class Trace:
         """
         if not traces:
             raise ValueError("concatenate needs at least one trace")
-        names = set(traces[0].variables)
-        for t in traces[1:]:
-            if set(t.variables) != names or t.num_chains != traces[0].num_chains:
-                raise ValueError("traces to concatenate must record the same variables and chains")
-        variables = {k: torch.cat([t.variables[k] for t in traces], dim=1) for k in names}
-        stat_names = set.intersection(*(set(t.stats) for t in traces))
-        stats = {k: torch.cat([t.stats[k] for t in traces], dim=1) for k in stat_names}
         last = traces[-1]
+        parts = [t for t in traces if t.num_draws]
+        if any(t.num_chains != last.num_chains for t in traces):
+            raise ValueError("traces to concatenate must record the same variables and chains")
+        if not parts:
+            return last
+        names = set(parts[0].variables)
+        for t in parts[1:]:
+            if set(t.variables) != names:
+                raise ValueError("traces to concatenate must record the same variables and chains")
+        variables = {k: torch.cat([t.variables[k] for t in parts], dim=1) for k in names}
+        stat_names = set.intersection(*(set(t.stats) for t in parts))
+        stats = {k: torch.cat([t.stats[k] for t in parts], dim=1) for k in stat_names}
         attrs = dict(last.attrs)
-        attrs["num_samples"] = sum(t.num_draws for t in traces)
-        return cls(
-            variables,
-            stats,
-            last.final_state,
-            last.kernel,
-            last.generator_state,
-            last.batch_shape,
-            attrs,
-        )
+        attrs["num_samples"] = sum(t.num_draws for t in parts)
+        return cls(variables, stats, last.final_state, last.kernel, last.generator_state,
+                   last.batch_shape, attrs, last.warmup)  # fmt: skip
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Write the trace to a NetCDF file (HDF5 through ``h5netcdf``), atomically.
 
-        The file holds the variables, statistics, final state, kernel hyperparameters and the
-        generator state; :meth:`load` restores all of them.
+        The file holds the variables, statistics, final state, kernel hyperparameters, the
+        generator state and, for a run interrupted during warm-up, the warm-up's progress;
+        :meth:`load` restores all of them. A statistic that stayed constant over the draws
+        (the step size after warm-up) is stored once per chain.
 
         Returns:
             The path written.
@@ -173,41 +287,26 @@ class Trace:
 
         path = Path(path)
         data_vars: dict[str, Any] = {}
-
-        def dims_for(name: str, arr: np.ndarray, lead: tuple[str, ...]) -> tuple[str, ...]:
-            rest = tuple(f"{name}_dim_{i}" for i in range(arr.ndim - len(lead)))
-            return lead + rest
-
         for k, v in self.variables.items():
             a = _to_numpy(v)
-            data_vars[f"var.{k}"] = (dims_for(f"var.{k}", a, ("chain", "draw")), a)
+            data_vars[f"var.{k}"] = (_dims(f"var.{k}", a, ("chain", "draw")), a)
         for k, v in self.stats.items():
+            if _constant_over_draws(v):
+                data_vars[f"const.{k}"] = (("chain",), _to_numpy(v[:, 0]))
+                continue
             a = _to_numpy(v)
-            data_vars[f"stat.{k}"] = (dims_for(f"stat.{k}", a, ("chain", "draw")), a)
-        attrs = {"format": _FORMAT, "batch_shape": list(self.batch_shape)}
-        attrs["run_attrs"] = repr(_plain_attrs(self.attrs))
-        if self.final_state is not None:
-            # every field of the state, nested states included (a ReplicaState's inner
-            # state and parity, a LevelState's level), so a resumed run continues bit for bit
-            sattrs, sarrays = _to_flat(self.final_state, "state", ChainState)
-            attrs.update(sattrs)
-            for k, a in sarrays.items():
-                data_vars[k] = (dims_for(k, a, ()), a)
-        if self.generator_state is not None:
-            a = _to_numpy(self.generator_state)
-            data_vars["generator_state"] = (("generator_state_dim",), a)
-        if self.kernel is not None:
-            kattrs, karrays = _to_flat(self.kernel, "kernel", Kernel)
-            attrs.update(kattrs)
-            for k, a in karrays.items():
-                data_vars[k] = (dims_for(k, a, ()), a)
+            data_vars[f"stat.{k}"] = (_dims(f"stat.{k}", a, ("chain", "draw")), a)
+        attrs, header = _header(self)
+        attrs["format"] = _FORMAT
+        data_vars.update(header)
         ds = xr.Dataset(data_vars, attrs=attrs)
         atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:
-        """Read a trace written by :meth:`save`.
+        """Read a trace written by :meth:`save`, or a streamed trace directory written by
+        ``sample(..., out=...)`` (read lazily: see :mod:`ebmcmc.stream`).
 
         Raises:
             FileNotFoundError: the file does not exist.
@@ -226,6 +325,10 @@ class Trace:
         import xarray as xr
 
         path = Path(path)
+        if path.is_dir():
+            from .stream import load_stream  # a streamed trace: an index and chunk files
+
+            return load_stream(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {str(path)!r}")
         from ._trace_files import check_file, check_loaded  # h5py inspects it before xarray
@@ -245,36 +348,132 @@ class Trace:
         names = [str(k) for k in ds.data_vars]
         variables = {k[4:]: t(k) for k in names if k.startswith("var.")}
         stats = {k[5:]: t(k) for k in names if k.startswith("stat.")}
+        num_draws = next(iter(variables.values())).shape[1] if variables else 0
+        for k in names:
+            if k.startswith("const.") and variables:  # one value per chain, every draw
+                stats[k[6:]] = t(k)[:, None].expand(-1, num_draws)
         if "diverging" in stats:
             stats["diverging"] = stats["diverging"].bool()
-        state = None
-        if "state.class" in ds.attrs:
-            state = _from_flat(ds, "state", ChainState)
-        elif "state.position" in ds:
-            state = State(
-                t("state.position"),
-                t("state.energy"),
-                t("state.grad") if "state.grad" in ds else None,
-            )
-        gen = t("generator_state").to(torch.uint8) if "generator_state" in ds else None
-        kernel = None
-        if "kernel.class" in ds.attrs:
-            if ds.attrs["kernel.class"].startswith("ebmcmc."):
-                kernel = _from_flat(ds, "kernel", Kernel)
-            else:
-                # a user's own kernel class is not imported from a file; sample() takes the
-                # kernel as an argument anyway, so the trace stays resumable
-                warnings.warn(
-                    f"trace was made with kernel {ds.attrs['kernel.class']!r} from outside "
-                    "ebmcmc; loaded without it (pass your kernel to sample() to resume)",
-                    stacklevel=2,
-                )
-        import ast
-
-        run_attrs = ast.literal_eval(ds.attrs.get("run_attrs", "{}"))
-        batch_shape = tuple(int(b) for b in np.atleast_1d(ds.attrs["batch_shape"]))
-        trace = cls(variables, stats, state, kernel, gen, batch_shape, run_attrs)
+        head = _read_header(ds)
+        trace = cls(variables, stats, head["state"], head["kernel"], head["generator_state"],
+                    head["batch_shape"], head["attrs"], head["warmup"])  # fmt: skip
         return check_loaded(trace, path)
+
+
+def _dims(name: str, arr: np.ndarray, lead: tuple[str, ...]) -> tuple[str, ...]:
+    return lead + tuple(f"{name}_dim_{i}" for i in range(arr.ndim - len(lead)))
+
+
+def _constant_over_draws(v: Tensor) -> bool:
+    """A ``(chain, draw)`` statistic stored as one value per chain (a zero-stride view)."""
+    return v.ndim == 2 and v.shape[1] > 1 and v.stride(1) == 0
+
+
+def _header(trace: Trace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attributes and arrays of a trace file other than its draws: batch shape, run
+    attributes, final state, kernel, generator state and warm-up progress."""
+    data_vars: dict[str, Any] = {}
+    attrs: dict[str, Any] = {"batch_shape": list(trace.batch_shape)}
+    # repr() of a dict that ast.literal_eval reads back; nan and inf (R-hat of a short run)
+    # are not literals, so they are written as ("float", "nan")
+    plain = {k: ("float", repr(v)) if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in _plain_attrs(trace.attrs).items()}  # fmt: skip
+    attrs["run_attrs"] = repr(plain)
+
+    def put(flat: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
+        attrs.update(flat[0])
+        for k, a in flat[1].items():
+            data_vars[k] = (_dims(k, a, ()), a)
+
+    if trace.final_state is not None:
+        # every field of the state, nested states included (a ReplicaState's inner
+        # state and parity, a LevelState's level), so a resumed run continues bit for bit
+        put(_to_flat(trace.final_state, "state", ChainState))
+    if trace.generator_state is not None:
+        a = _to_numpy(trace.generator_state)
+        data_vars["generator_state"] = (("generator_state_dim",), a)
+    if trace.kernel is not None:
+        put(_to_flat(trace.kernel, "kernel", Kernel))
+    w = trace.warmup
+    if w is not None:
+        attrs["warmup.done"], attrs["warmup.total"] = int(w.done), int(w.total)
+        moved = _to_numpy(w.moved.to(torch.uint8))
+        data_vars["warmup.moved"] = (_dims("warmup.moved", moved, ()), moved)
+        if w.adapter is not None:
+            put(_encode_values(w.adapter, "warmup.adapter"))
+    return attrs, data_vars
+
+
+def _read_header(ds) -> dict[str, Any]:
+    """What :func:`_header` wrote, as objects (the inverse)."""
+
+    def t(name: str) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(ds[name].values))
+
+    state = None
+    if "state.class" in ds.attrs:
+        state = _from_flat(ds, "state", ChainState)
+    elif "state.position" in ds:
+        state = State(
+            t("state.position"),
+            t("state.energy"),
+            t("state.grad") if "state.grad" in ds else None,
+        )
+    gen = t("generator_state").to(torch.uint8) if "generator_state" in ds else None
+    kernel = None
+    if "kernel.class" in ds.attrs:
+        if ds.attrs["kernel.class"].startswith("ebmcmc."):
+            kernel = _from_flat(ds, "kernel", Kernel)
+        else:
+            # a user's own kernel class is not imported from a file; sample() takes the
+            # kernel as an argument anyway, so the trace stays resumable
+            warnings.warn(
+                f"trace was made with kernel {ds.attrs['kernel.class']!r} from outside "
+                "ebmcmc; loaded without it (pass your kernel to sample() to resume)",
+                stacklevel=3,
+            )
+    warmup = None
+    if "warmup.done" in ds.attrs:
+        adapter = _decode_values(ds, "warmup.adapter") if "warmup.adapter" in ds.attrs else None
+        warmup = WarmupProgress(int(ds.attrs["warmup.done"]), int(ds.attrs["warmup.total"]),
+                                t("warmup.moved").bool(), adapter)  # fmt: skip
+    run_attrs = {k: float(v[1]) if isinstance(v, tuple) else v
+                 for k, v in ast.literal_eval(ds.attrs.get("run_attrs", "{}")).items()}  # fmt: skip
+    batch_shape = tuple(int(b) for b in np.atleast_1d(ds.attrs["batch_shape"]))
+    return {"state": state, "kernel": kernel, "generator_state": gen, "warmup": warmup,
+            "attrs": run_attrs, "batch_shape": batch_shape}  # fmt: skip
+
+
+def _encode_values(values: dict[str, Any], prefix: str):
+    """``name -> tensor | int | float | bool | str | None | tuple`` as NetCDF attributes and
+    arrays: tensors become arrays ``prefix.name``, the rest one attribute ``prefix`` (floats
+    in hexadecimal, so they come back exactly)."""
+    meta: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for k, v in values.items():
+        if isinstance(v, Tensor):
+            meta[k] = ("tensor", str(v.dtype).removeprefix("torch."))
+            arrays[f"{prefix}.{k}"] = _to_numpy(v.to(torch.uint8) if v.dtype == torch.bool else v)
+        elif isinstance(v, float):
+            meta[k] = ("float", float.hex(v))
+        elif v is None or isinstance(v, bool | int | str | tuple):
+            meta[k] = ("value", v)
+        else:
+            raise TypeError(f"cannot save {prefix} value {k!r} of type {type(v).__name__}")
+    return {prefix: repr(meta)}, arrays
+
+
+def _decode_values(ds, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, (kind, v) in ast.literal_eval(ds.attrs[prefix]).items():
+        if kind == "tensor":
+            a = torch.from_numpy(np.array(ds[f"{prefix}.{k}"].values, order="C"))
+            out[k] = a.to(getattr(torch, v))
+        elif kind == "float":
+            out[k] = float.fromhex(v)
+        else:
+            out[k] = v
+    return out
 
 
 def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

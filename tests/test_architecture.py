@@ -15,11 +15,24 @@ PKG = ROOT / "ebmcmc"
 
 #: rooms of the library, lowest layer first; a module may import its own layer and lower ones
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"_random", "_checks", "_files", "_deprecation", "arviz_bridge"}),
+    ("foundation", {"_random", "_checks", "_files", "_deprecation", "_interrupts", "arviz_bridge"}),
     ("energies", {"energy", "targets", "pyro_model"}),
     ("kernels", {"kernels"}),
     ("adaptation", {"adaptation"}),
-    ("drivers", {"trace", "_trace_files", "sampling", "ais", "convergence"}),
+    (
+        "drivers",
+        {
+            "trace",
+            "_trace_files",
+            "_stream_files",
+            "sampling",
+            "ais",
+            "convergence",
+            "recording",
+            "stream",
+            "resume",
+        },
+    ),
     ("models", {"diffusion", "nn", "estimators"}),
     ("around", {"datasets", "evaluation", "diagnostics", "train"}),
     ("studies", {"studies"}),

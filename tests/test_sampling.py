@@ -4,6 +4,8 @@ resume, interruption and input validation."""
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import warnings
 
 import pytest
@@ -311,7 +313,9 @@ def _x0():
     "kwargs, exc, match",
     [
         ({"energy": lambda x: x.sum(0)}, ValueError, "energy returned shape"),
-        ({"energy": lambda x: x}, None, None),  # event shape (): a valid (4, 2) batch
+        # an energy that does not reduce its event: coordinates would become chains
+        ({"energy": lambda x: x**2}, ValueError, r"did not reduce the event.*\.sum\(-1\)"),
+        ({"energy": lambda x: x}, ValueError, "did not reduce the event dimensions"),
         ({"energy": lambda x: x.sum()}, ValueError, "the energy returned a scalar"),
         (
             {"energy": lambda x: torch.where(x[:, 0] > 10, 0.0, math.inf)},
@@ -384,3 +388,147 @@ def test_gpu_sampling_and_device_mismatch():
 def test_top_level_exports():
     assert ebmcmc.sample is sample and ebmcmc.Trace is Trace
     assert ebmcmc.WindowAdaptation is WindowAdaptation
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def test_declared_events_are_checked_and_a_scalar_event_can_be_declared():
+    """An energy that forgot to reduce (``x**2``) was silently read as a (4, 2) batch of
+    scalar chains; now it is refused unless it declares a scalar event, and a declared
+    ``event_shape`` is checked against the starting points."""
+
+    def scalar(x):
+        return 0.5 * x**2
+
+    scalar.event_shape = ()  # one number per chain, declared
+    tr = sample(scalar, MALA(0.5), _x0(), 5, generator=0, progress=False)
+    assert tr.draws.shape == (8, 5) and tr.batch_shape == (4, 2)
+    from ebmcmc.energy import from_distribution
+
+    mvn = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+    with pytest.raises(ValueError, match=r"declares event_shape \(3,\), but init has shape"):
+        sample(from_distribution(mvn), MALA(0.1), _x0(), 3, progress=False)
+    with pytest.raises(ValueError, match="declares event_shape"):
+        sample(Banana(), MALA(0.1), torch.zeros(4, 3), 3, progress=False)
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+class FailsAt:
+    """``std_normal``, raising ``exc`` at its ``at``-th evaluation (two go to ``init``)."""
+
+    def __init__(self, at: int, exc: Exception):
+        self.calls, self.at, self.exc = 0, at, exc
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.exc
+        return std_normal(x)
+
+
+@pytest.mark.parametrize("thin", [1, 3])
+def test_an_exception_keeps_every_draw_so_far(thin):
+    """Before: an exception from the energy lost everything sampled so far. Now it comes as
+    a SamplingError chaining it, whose partial_trace holds the draws up to the last complete
+    one and resumes as if nothing had happened."""
+    kw = dict(num_warmup=30, thin=thin)
+    full = run(MALA(0.3), n=40, seed=2, **kw)
+    for at in (10, 33, 70, 2 + 30 + 40 * thin):  # warm-up, first draw, middle, last step
+        boom = ValueError("the network returned garbage")
+        with pytest.raises(ebmcmc.SamplingError, match="the network returned garbage") as info:
+            run(MALA(0.3), n=40, seed=2, energy=FailsAt(at, boom), **kw)
+        err = info.value
+        assert err.__cause__ is boom and err.step == at - 3
+        part = err.partial_trace
+        if at - 3 < 30:
+            assert part.num_draws == 0 and part.warmup.done == at - 3
+            rest = sample(std_normal, part.kernel, part, 40, num_warmup=30, thin=thin,
+                          progress=False)  # fmt: skip
+        else:
+            assert part.num_draws == (at - 3 - 30) // thin
+            rest = Trace.concatenate([part, sample(std_normal, part.kernel, part,
+                                                   40 - part.num_draws, thin=thin,
+                                                   progress=False)])  # fmt: skip
+        _assert_traces_equal(rest, full)
+
+
+def test_an_exception_before_anything_was_done_propagates_as_it_is():
+    boom = RuntimeError("broken at once")
+    with pytest.raises(RuntimeError, match="broken at once") as info:
+        run(MALA(0.3), n=5, energy=FailsAt(3, boom))
+    assert info.value is boom
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda s: s.position[..., :1], r"output 'x' changed at draw 6: shape \(6, 1\)"),
+        (lambda s: s.position.float(), r"output 'x' changed at draw 6: .* float32, was"),
+        (lambda s: {"y": s.position}, r"returned \['y'\] at draw 6 but \['x'\] before"),
+        (lambda s: [s.position], "at draw 6: trace_fn must return a Tensor"),
+    ],
+    ids=["shape", "dtype", "names", "type"],
+)
+def test_trace_fn_that_changes_fails_at_the_first_bad_draw(bad, match):
+    """Before: a trace_fn whose output changed shape failed only when the draws were stacked,
+    after every step had run."""
+    calls = {"n": 0}
+
+    def trace_fn(state, info):
+        calls["n"] += 1
+        return state.position if calls["n"] <= 6 else bad(state)
+
+    with pytest.raises(ebmcmc.SamplingError) as info:
+        run(MALA(0.3), n=500, trace_fn=trace_fn)
+    assert calls["n"] == 7
+    assert isinstance(info.value.__cause__, ValueError | TypeError)
+    assert info.value.__cause__.args[0] == str(info.value.__cause__)
+    import re
+
+    assert re.search(match, str(info.value.__cause__)), str(info.value.__cause__)
+    assert info.value.partial_trace.num_draws == 6
+
+
+def test_statistics_are_stored_compactly():
+    """A constant step size is one value per chain (a zero-stride view), divergences one
+    byte per draw; the draws are one preallocated buffer each (no stack at the end)."""
+    tr = run(MALA(0.3), n=300)
+    assert tr.stats["step_size"].stride() == (1, 0) and torch.all(tr.stats["step_size"] == 0.3)
+    assert tr.stats["diverging"].dtype == torch.bool
+    assert tr.draws.untyped_storage().nbytes() == tr.draws.numel() * tr.draws.element_size()
+    # saved once per chain and loaded back (the file checks accept it)
+    with tempfile.TemporaryDirectory() as d:
+        back = Trace.load(tr.save(os.path.join(d, "t.nc")))
+    assert back.stats["step_size"].stride() == (1, 0)
+    assert all(torch.equal(back.stats[k], tr.stats[k]) for k in tr.stats)
+    # a varying step size (HMC's jitter) is stored per draw
+    jittered = run(HMC(0.3, 2, jitter=0.5), n=20)
+    assert jittered.stats["step_size"].stride(1) != 0
+    assert not torch.all(jittered.stats["step_size"] == jittered.stats["step_size"][:, :1])
+
+
+# ----------------------------------------------------------------------------- warm-up floor
+
+
+@pytest.mark.parametrize("per_chain", [False, True])
+def test_warmup_step_size_stops_at_a_floor_when_every_proposal_diverges(per_chain):
+    """Before: with an energy that is non-finite around the chains, dual averaging drove the
+    step size to 1e-119 (float32 0: "step_size must be finite and > 0, got 1.09e-166" in
+    longer runs), silently. Now it stops at min_step_ratio times the initial step size and
+    says so."""
+
+    def energy(x):  # finite only where the chains start: every proposal is non-finite
+        e = 0.5 * (x**2).sum(-1)
+        return torch.where((x == 0).all(-1), e, torch.full_like(e, math.nan))
+
+    with pytest.warns(
+        ebmcmc.sampling.ConvergenceWarning, match=r"down to its floor 1e-07 .*100% of"
+    ):
+        tr = sample(energy, MALA(0.1), torch.zeros(16, 2), 20, num_warmup=300, generator=0,
+                    adaptation=WindowAdaptation(per_chain=per_chain), progress=False)  # fmt: skip
+    step = torch.as_tensor(tr.kernel.step_size)
+    assert bool((step >= 0.1 * 1e-6 * (1 - 1e-6)).all()) and bool((step < 1e-6).all())
+    assert torch.all(tr.stats["step_size"] > 0)

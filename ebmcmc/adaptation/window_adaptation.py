@@ -62,6 +62,11 @@ class WindowAdaptation:
         restart_stuck: halfway through warm-up, :func:`ebmcmc.sample` moves chains that have
             never accepted a proposal to the positions of randomly chosen moving chains (and
             names them in a warning either way).
+        min_step_ratio: the step size never falls below this fraction of the initial one.
+            When every proposal is rejected (typically because the energy or its gradient is
+            not finite around the chains), dual averaging would shrink the step size towards
+            0 (below float32's smallest number within a few hundred steps); it stops at this
+            floor instead, and :attr:`Adapter.messages` says so (``sample`` warns).
 
     Robust pooling: the shared step size follows the mean acceptance of the chains that are
     not stuck (kernels that ask for it, like ChEES, pool by the harmonic mean of the chains
@@ -92,6 +97,7 @@ class WindowAdaptation:
     trajectory_rate: float = 0.025
     stuck_after: int = 50
     restart_stuck: bool = True
+    min_step_ratio: float = 1e-6
 
     def __post_init__(self):
         if self.target_accept is not None and not 0 < self.target_accept < 1:
@@ -105,6 +111,8 @@ class WindowAdaptation:
             raise ValueError(f"trajectory_rate must be > 0, got {self.trajectory_rate!r}")
         if isinstance(self.stuck_after, bool) or int(self.stuck_after) < 1:
             raise ValueError(f"stuck_after must be an int >= 1, got {self.stuck_after!r}")
+        if not 0 < self.min_step_ratio < 1:
+            raise ValueError(f"min_step_ratio must lie in (0, 1), got {self.min_step_ratio!r}")
 
     def start(self, kernel: Kernel, state, num_warmup: int) -> Adapter:
         """An :class:`Adapter` for ``num_warmup`` steps of ``kernel`` from ``state``."""
@@ -126,6 +134,9 @@ class _LeafAdaptation:
     traj: TrajectoryState | None = None
     last_accept: Tensor | None = None  # the last step each chain accepted at
     keep: Tensor | None = None  # the chains pooled this step (None: all)
+    log_floor: Any = None  # log of the smallest step size allowed (float or tensor)
+    floored: Any = 0  # updates that hit the floor (an int, or a tensor for per-chain steps)
+    floored_diverging: Any = 0.0  # the share of diverging proposals, summed over those updates
 
     def pooled(self, t: Tensor) -> Tensor:
         """Average a batch-shaped tensor over the shared chains."""
@@ -203,6 +214,9 @@ class Adapter:
         self.config = config
         self.num_warmup = int(num_warmup)
         self.iteration = 0
+        #: what warm-up found worth a warning (the step size held at its floor), one line each,
+        #: filled by :meth:`finalize`
+        self.messages: list[str] = []
         self.leaves: list[_LeafAdaptation] = []
         for leaf in leaves(kernel, state, None):
             k, st = leaf.kernel, leaf.state
@@ -230,6 +244,10 @@ class Adapter:
                 init: float | Tensor = float(s) if s.ndim == 0 else s
                 assert target is not None
                 ad.da = DualAveraging(init, float(target), config.gamma, config.t0, config.kappa)
+                ratio = math.log(config.min_step_ratio)
+                ad.log_floor = (
+                    math.log(init) + ratio if isinstance(init, float) else torch.log(init) + ratio
+                )
             if adapt_mass:
                 ad.windows = warmup_schedule(
                     self.num_warmup, config.initial_buffer, config.term_buffer, config.base_window
@@ -261,7 +279,8 @@ class Adapter:
                 ad.track(leaf.info, i, self.config.stuck_after)
             if ad.da is not None and leaf.info is not None:
                 a = ad.pooled_acceptance(leaf.info)
-                changes["step_size"] = ad.da.update(float(a) if ad.da.scalar else a)
+                step = ad.da.update(float(a) if ad.da.scalar else a)
+                changes["step_size"] = self._floored(ad, step, leaf.info)
             if ad.traj is not None and getattr(leaf.info, "proposal", None) is not None:
                 info, lk = leaf.info, cast(Any, leaf.kernel)
                 grad = chees_gradient(info.initial_position, info.proposal, info.momentum,
@@ -289,6 +308,28 @@ class Adapter:
         return kernel
 
     @staticmethod
+    def _floored(ad: _LeafAdaptation, step, info):
+        """Keep the step size at or above its floor (counting the updates that hit it)."""
+        da = cast(DualAveraging, ad.da)
+        st = da.state
+        if da.scalar:
+            if st.log_step >= ad.log_floor:
+                return step
+            da.state = st._replace(log_step=ad.log_floor,
+                                   log_step_avg=max(st.log_step_avg, ad.log_floor))  # fmt: skip
+            ad.floored += 1
+            ad.floored_diverging += float(info.diverging.double().mean())
+            return math.exp(ad.log_floor)
+        # per chain (or per group): no host synchronisation, the counts stay tensors
+        log_step, log_avg = cast(Tensor, st.log_step), cast(Tensor, st.log_step_avg)
+        low = (log_step < ad.log_floor).any()
+        log_step = torch.maximum(log_step, ad.log_floor)
+        da.state = st._replace(log_step=log_step, log_step_avg=torch.maximum(log_avg, ad.log_floor))
+        ad.floored = ad.floored + low.long()
+        ad.floored_diverging = ad.floored_diverging + low * info.diverging.double().mean()
+        return torch.exp(log_step)
+
+    @staticmethod
     def _clip_length(length: float, step, kernel: Kernel) -> float:
         """Keep a trajectory between one leapfrog step and ``max_leapfrog_steps`` of them."""
         eps = float(torch.as_tensor(step).max())
@@ -296,11 +337,16 @@ class Adapter:
         return min(max(length, eps), most)
 
     def finalize(self, kernel: Kernel) -> Kernel:
-        """The kernel to sample with after warm-up (averaged step sizes and lengths)."""
+        """The kernel to sample with after warm-up (averaged step sizes and lengths).
+
+        When a step size spent a tenth of the warm-up at its floor, or ends within 10 times
+        of it, :attr:`messages` gets a line that says so (``sample`` warns with it).
+        """
         for ad in self.leaves:
             changes: dict = {}
             if ad.da is not None:
                 changes["step_size"] = ad.da.final_step_size()
+                self._note_floor(ad, changes["step_size"], kernel_at(kernel, ad.path))
             if ad.traj is not None:
                 k = kernel_at(kernel, ad.path)
                 step = changes.get("step_size", getattr(k, "step_size", 1.0))
@@ -308,3 +354,22 @@ class Adapter:
             if changes:
                 kernel = replace_at(kernel, ad.path, **changes)
         return kernel
+
+    def _note_floor(self, ad: _LeafAdaptation, final, kernel: Kernel) -> None:
+        n = int(ad.floored)
+        if not n:
+            return
+        floor = float(torch.as_tensor(ad.log_floor).exp().min())
+        near = float(torch.as_tensor(final).min()) <= 10 * floor
+        if not near and n < 0.1 * max(self.iteration, 1):
+            return
+        ratio = self.config.min_step_ratio
+        where = f" (inner kernel {ad.path})" if ad.path else ""
+        self.messages.append(
+            f"warm-up drove the step size of {type(kernel).__name__}{where} down to its floor "
+            f"{floor:.3g} ({ratio:g} times the initial step size) in {n} of {self.iteration} "
+            f"steps, where {float(ad.floored_diverging) / n:.0%} of the proposals diverged (a "
+            "non-finite energy or gradient); it stops shrinking there instead of collapsing "
+            "to 0. Check that the energy is finite around the chains and start them where it "
+            "is, or start from a smaller step size (min_step_ratio sets the floor)"
+        )

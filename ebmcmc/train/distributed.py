@@ -156,6 +156,14 @@ class DistributedTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.context = context
 
+    def _stop_requested(self, flag) -> bool:
+        """Stop when any rank saw Ctrl-C, all ranks after the same step."""
+        if not self.context.enabled:
+            return flag.requested
+        t = torch.tensor([float(flag.requested)], device=self.context.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def save(self, path=None):
         """Write the checkpoint (rank 0) after gathering every rank's generator state."""
         state = self.state_dict()

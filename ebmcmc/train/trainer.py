@@ -6,6 +6,13 @@ checkpoint (model, EMA, optimizer, learning-rate schedule, estimator state such 
 buffer, generator state, step, history) resumes it exactly: a run killed and resumed ends with
 the same weights as an uninterrupted one. Checkpoints are written atomically (temporary file
 + rename) and read with ``torch.load(weights_only=True)``.
+
+Ctrl-C during :meth:`Trainer.fit` is taken after the step in progress (see
+:mod:`ebmcmc._interrupts`): the checkpoint written then holds the model, optimizer, schedule,
+EMA, estimator and generator of one and the same step, so the resumed run ends with the same
+weights as an uninterrupted one. A second Ctrl-C stops at once, mid-step: nothing is saved
+then (the last checkpoint stays as it was) and the trainer refuses to save or train until it
+is resumed from a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._files import atomic_write
+from .._interrupts import InterruptFlag, deferred_interrupts
 from ..estimators.base import Estimator
 
 __all__ = ["ParamGroup", "TrainConfig", "Trainer", "save_atomic", "load_checkpoint"]
@@ -227,6 +236,8 @@ class Trainer:
         ema_model: the EMA copy used for sampling (the model itself when EMA is off).
         step: optimisation steps done.
         history: one dict of logged floats per step (``loss`` and the estimator's stats).
+        torn: a second Ctrl-C stopped a step half-way; saving and training are refused until
+            :meth:`resume` or :meth:`load`.
 
     Example:
         >>> import torch
@@ -302,6 +313,7 @@ class Trainer:
             self.ema_model = model
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.torn = False
 
     # ------------------------------------------------------------------ one step
     def _batch(self) -> tuple[Tensor, Tensor | None]:
@@ -432,13 +444,20 @@ class Trainer:
         """Train until ``self.step == num_steps`` (a resumed run continues where it stopped).
 
         Writes ``checkpoint.pt`` every ``config.checkpoint_every`` steps and at the end when
-        ``run_dir`` is set; on ``KeyboardInterrupt`` it writes one and re-raises. With
-        ``max_seconds``, training also ends (checkpoint written) after the first step that
-        finishes past that many seconds of wall time: a time budget that a rerun resumes.
+        ``run_dir`` is set. Ctrl-C stops after the step in progress, writes a checkpoint of
+        that step and re-raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, without
+        a checkpoint; see the module's notes). With ``max_seconds``, training also ends
+        (checkpoint written) after the first step that finishes past that many seconds of wall
+        time: a time budget that a rerun resumes.
 
         Returns:
             The history.
+
+        Raises:
+            RuntimeError: the trainer was stopped mid-step before (``torn``); call
+                :meth:`resume` or :meth:`load` first.
         """
+        self._check_whole()
         bar = tqdm(
             total=num_steps,
             initial=self.step,
@@ -448,20 +467,33 @@ class Trainer:
         )
         every = self.config.checkpoint_every
         deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
+        in_step = False
         try:
-            while self.step < num_steps:
-                rec = self.train_step()
-                bar.update(1)
-                if self.step % 10 == 0:
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                if callback is not None:
-                    callback(self, rec)
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                if self.run_dir is not None and every and self.step % every == 0:
-                    self.save()
+            with deferred_interrupts() as flag:
+                while self.step < num_steps:
+                    in_step = True
+                    rec = self.train_step()
+                    in_step = False
+                    bar.update(1)
+                    if self.step % 10 == 0:
+                        bar.set_postfix(loss=f"{rec['loss']:.4g}")
+                    if callback is not None:
+                        callback(self, rec)
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+                    if self.run_dir is not None and every and self.step % every == 0:
+                        self.save()
+                    if self._stop_requested(flag):
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if self.run_dir is not None:
+            if in_step:
+                self.torn = True
+                warnings.warn(
+                    f"training stopped in the middle of step {self.step + 1}: no checkpoint "
+                    "written (the last one is intact); resume() from it to continue exactly",
+                    stacklevel=2,
+                )
+            elif self.run_dir is not None:
                 self.save()
             raise
         finally:
@@ -470,9 +502,25 @@ class Trainer:
             self.save()
         return self.history
 
+    def _stop_requested(self, flag: InterruptFlag) -> bool:
+        """Whether to stop after this step (a data-parallel trainer agrees across ranks)."""
+        return flag.requested
+
+    def _check_whole(self) -> None:
+        if self.torn:
+            raise RuntimeError(
+                "this trainer was stopped in the middle of a step; its state mixes two steps. "
+                "Call resume() (or load()) to continue from the last checkpoint"
+            )
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """Everything a resume needs (all tensors and plain containers)."""
+        """Everything a resume needs (all tensors and plain containers).
+
+        Raises:
+            RuntimeError: the trainer was stopped mid-step (``torn``).
+        """
+        self._check_whole()
         return {
             "format": _FORMAT,
             "step": self.step,
@@ -517,6 +565,7 @@ class Trainer:
         )
         self.step = int(ckpt["step"])
         self.history = list(ckpt["history"])
+        self.torn = False
 
     def resume(self) -> bool:
         """Load ``run_dir / "checkpoint.pt"`` if it exists; return whether it did."""
