@@ -454,8 +454,11 @@ def _line(lib: str, name: str, r: dict) -> str:
     )
 
 
-def run_target(target: str, ts: TargetSizes, sizes: Sizes, seed: int, jax: bool) -> dict:
-    """Every contender on ``target``; ``ts.repeats`` interleaved rounds."""
+def run_target(
+    target: str, ts: TargetSizes, sizes: Sizes, seed: int, jax: bool, only: set | None = None
+) -> dict:
+    """Every contender (or those in ``only``) on ``target``; ``ts.repeats`` interleaved
+    rounds."""
     _say(
         f"\n== {LABELS[target]}: {ts.chains} chains (NUTS {ts.nuts_chains}), {ts.warmup} warm-up"
         f" + {ts.draws} draws, {ts.repeats} round(s)"
@@ -468,6 +471,10 @@ def run_target(target: str, ts: TargetSizes, sizes: Sizes, seed: int, jax: bool)
         order = list(CONTENDERS) if rnd % 2 == 0 else list(CONTENDERS)[::-1]
         s = seed + rnd
         for lib, name in order:
+            if only is not None and f"{lib}:{name}" not in only:
+                if rnd == 0:
+                    runs[(lib, name)].append({"error": "not run (--only)"})
+                continue
             if lib in ("Pyro", "BlackJAX", "NumPyro") and rnd > 0:
                 # not cheap to repeat: one Pyro chain is slow, and every JAX job is a fresh
                 # process that imports and compiles (its run is already timed on a second,
@@ -1004,7 +1011,19 @@ def merge(paths: list[Path], out: Path, command: str) -> int:
     run side by side) into one ``results.md``/``results.json``; goals are re-evaluated."""
     parts = [_unjson(json.loads((p / "results.json").read_text())) for p in paths]
     info = dict(parts[0])
-    info["tables"] = [t for part in parts for t in part["tables"]]
+    # one table per target; a row measured in a later part replaces the earlier one (so an
+    # --only rerun of some contenders updates their rows)
+    tables: dict[str, dict] = {}
+    for part in parts:
+        for t in part["tables"]:
+            if t["target"] not in tables:
+                tables[t["target"]] = t
+                continue
+            old = tables[t["target"]]["rows"]
+            for i, r in enumerate(t["rows"]):
+                if "error" not in r or "error" in old[i]:
+                    old[i] = r
+    info["tables"] = list(tables.values())
     for t in info["tables"]:
         for r in t["rows"]:
             if r.get("rhat") is None and "error" not in r:
@@ -1037,6 +1056,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-jax", action="store_true", help="skip the JAX peers")
     p.add_argument("--no-table2", action="store_true", help="skip Table 2 (the MLP step)")
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
+    p.add_argument(
+        "--only",
+        help="comma-separated LIBRARY:SAMPLER contenders to run (e.g. ebmcmc:ChEES); the "
+        "others' rows say 'not run'",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -1078,7 +1102,11 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {m['load_average_at_start']}"
     )
     t0 = time.perf_counter()
-    info["tables"] = [run_target(t, sizes.targets[t], sizes, args.seed, jax) for t in targets]
+    only = set(args.only.split(",")) if args.only else None
+    known = {f"{lib}:{name}" for lib, name in CONTENDERS}
+    if only and only - known:
+        p.error(f"unknown contenders {sorted(only - known)}; known: {', '.join(sorted(known))}")
+    info["tables"] = [run_target(t, sizes.targets[t], sizes, args.seed, jax, only) for t in targets]
     info["goals"] = goals(info["tables"])
     if not args.no_table2:
         info["table2"] = table2(sizes, args.seed)
