@@ -2,7 +2,11 @@
 
 Measures the process CPU time of one step of:
 
-* ``mala-1chain``: MALA on a 2-D Gaussian with 1 chain (the fixed per-step overhead),
+* ``mala-1chain``: MALA on a 2-D Gaussian (ρ = 0.9) with 1 chain, beside
+  ``energy+grad-1chain``, one bare energy-and-gradient evaluation of the same energy at the same
+  point (``x.detach().requires_grad_(True)``, the energy, ``torch.autograd.grad`` of its sum),
+  the least any gradient-based step must cost; the two alternate in the same process (three
+  rounds each of 10 × ``--steps`` steps, averaged, after a full garbage collection),
 * ``mala-1024``: MALA on the banana, 1,024 chains,
 * ``hmc10-1024``: HMC with 10 leapfrog steps on the banana, 1,024 chains,
 * ``mala-mlp``: MALA on an MLP energy 3072 → 256 → 256 → 1 (SiLU), 128 chains, float32, beside
@@ -14,6 +18,16 @@ git revision checked out into a temporary worktree). Every repeat runs in a fres
 two trees alternate (interleaved repeats), and the table gives the best and the median ratio of
 the working tree's CPU time to the baseline's. Only API common to both trees is used.
 
+**Fixed per-step overhead** (the ``overhead-1chain`` row) is defined as the CPU time of one
+``ebmcmc.sample`` step of MALA at 1 chain minus the CPU time of one bare energy+gradient
+evaluation of the same energy at the same batch, both measured in the same process
+(``mala-1chain − energy+grad-1chain``, one difference per repeat; the row gives the best and
+the median of those differences). It is everything ebmcmc adds around the one evaluation a MALA
+step needs: the proposal, the Metropolis–Hastings ratio and decision, the selects, the state
+and info objects, and the driver's per-step recording. At 1 chain every tensor holds a handful
+of numbers, so it is almost entirely Python and PyTorch dispatch cost (about 1–3 µs per tensor
+operation on the project's machine), not arithmetic.
+
 Run::
 
     python benchmarks/kernel_overhead.py --baseline 59cf620          # ~5 minutes
@@ -23,6 +37,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -33,11 +48,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("mala-1chain", "mala-1024", "hmc10-1024", "mala-mlp", "hand-mlp")
+CASES = ("mala-1chain", "energy+grad-1chain", "mala-1024", "hmc10-1024", "mala-mlp", "hand-mlp")
+#: derived rows: name -> (case, minus case), one difference per repeat
+DERIVED = {"overhead-1chain": ("mala-1chain", "energy+grad-1chain")}
 
 
-def _measure(steps: int, quick: bool) -> dict[str, float]:
-    """CPU seconds per step of each case, in this process (imports the ebmcmc on sys.path)."""
+def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
+    """CPU seconds per step of each case (those whose name contains ``only``), in this process
+    (imports the ebmcmc on sys.path)."""
     import torch
 
     torch.set_num_threads(1)
@@ -61,9 +79,29 @@ def _measure(steps: int, quick: bool) -> dict[str, float]:
         return lambda n: ebmcmc.sample(energy, kernel, x, n, generator=0, progress=False,
                                        adaptation=None, trace_fn=trace_fn)  # fmt: skip
 
-    out["mala-1chain"] = per_step(run(g2, MALA(0.5), x1), steps * 4)
-    out["mala-1024"] = per_step(run(banana, MALA(0.05), x1024), steps)
-    out["hmc10-1024"] = per_step(run(banana, HMC(0.05, 10), x1024), max(2, steps // 5))
+    def energy_grad(n: int):  # the bare evaluation a MALA step cannot do without
+        for _ in range(n):
+            x = x1.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(g2(x).sum(), x)
+
+    want = {c for c in CASES if only in c}
+    if want & {"mala-1chain", "energy+grad-1chain"}:
+        # alternate the two 1-chain cases in rounds so that both see the same machine state;
+        # a full garbage collection first (the one the imports left due), and the mean over
+        # the rounds, so that the collections the sampling itself causes are counted
+        mala1, m1, eg1 = run(g2, MALA(0.5), x1), [], []
+        for _ in range(3):
+            gc.collect()
+            m1.append(per_step(mala1, steps * 10))
+            gc.collect()
+            eg1.append(per_step(energy_grad, steps * 10))
+        out["mala-1chain"], out["energy+grad-1chain"] = statistics.mean(m1), statistics.mean(eg1)
+    if "mala-1024" in want:
+        out["mala-1024"] = per_step(run(banana, MALA(0.05), x1024), steps)
+    if "hmc10-1024" in want:
+        out["hmc10-1024"] = per_step(run(banana, HMC(0.05, 10), x1024), max(2, steps // 5))
+    if not want & {"mala-mlp", "hand-mlp"}:
+        return out
     dim, hidden, chains = (256, 64, 32) if quick else (3072, 256, 128)
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -108,8 +146,9 @@ def _worker_env(tree: Path) -> dict[str, str]:
     return env
 
 
-def _one(tree: Path, steps: int, quick: bool) -> dict[str, float]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--steps", str(steps)]
+def _one(tree: Path, steps: int, quick: bool, only: str) -> dict[str, float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--steps", str(steps),
+           "--only", only]  # fmt: skip
     if quick:
         cmd.append("--quick")
     r = subprocess.run(cmd, env=_worker_env(tree), capture_output=True, text=True, cwd=tree,
@@ -124,11 +163,12 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, no baseline (CI)")
+    p.add_argument("--only", default="", help="run only the cases whose name contains this")
     p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(_measure(args.steps, args.quick)))
+        print(json.dumps(_measure(args.steps, args.quick, args.only)))
         return {}
     if args.smoke:
         args.repeats, args.steps, args.quick, args.baseline = 1, 10, True, None
@@ -139,12 +179,13 @@ def main(argv=None) -> dict:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "tree"),
                         args.baseline], check=True, capture_output=True)  # fmt: skip
         trees["baseline"] = tmp / "tree"
-    times: dict[str, dict[str, list[float]]] = {t: {c: [] for c in CASES} for t in trees}
+    cases = [c for c in CASES if args.only in c]
+    times: dict[str, dict[str, list[float]]] = {t: {c: [] for c in cases} for t in trees}
     try:
         for r in range(args.repeats):
             for name in trees if r % 2 == 0 else reversed(list(trees)):
-                got = _one(trees[name], args.steps, args.quick)
-                for c in CASES:
+                got = _one(trees[name], args.steps, args.quick, args.only)
+                for c in cases:
                     times[name][c].append(got[c])
             print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr)
     finally:
@@ -152,7 +193,7 @@ def main(argv=None) -> dict:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(tmp / "tree")], capture_output=True)  # fmt: skip
     rows = []
-    for c in CASES:
+    for c in cases:
         cur = times["current"][c]
         row = {"case": c, "current_us_best": min(cur) * 1e6,
                "current_us_median": statistics.median(cur) * 1e6}  # fmt: skip
@@ -164,7 +205,22 @@ def main(argv=None) -> dict:
                        ratio_best=min(cur) / min(base),
                        ratio_median=statistics.median(ratios))  # fmt: skip
         rows.append(row)
-    mlp = {t: min(times[t]["mala-mlp"]) / min(times[t]["hand-mlp"]) for t in times}
+    for name, (a, b) in DERIVED.items():
+        if a not in cases or b not in cases:
+            continue
+        diff = {t: [x - y for x, y in zip(times[t][a], times[t][b], strict=True)] for t in trees}
+        cur = diff["current"]
+        row = {"case": name, "current_us_best": min(cur) * 1e6,
+               "current_us_median": statistics.median(cur) * 1e6}  # fmt: skip
+        if "baseline" in diff:
+            base = diff["baseline"]
+            row.update(baseline_us_best=min(base) * 1e6,
+                       baseline_us_median=statistics.median(base) * 1e6,
+                       ratio_best=min(cur) / min(base),
+                       ratio_median=statistics.median(cur) / statistics.median(base))  # fmt: skip
+        rows.append(row)
+    mlp = {t: min(times[t]["mala-mlp"]) / min(times[t]["hand-mlp"]) for t in times
+           if "mala-mlp" in cases and "hand-mlp" in cases}  # fmt: skip
     info = {"baseline": args.baseline, "repeats": args.repeats, "steps": args.steps,
             "rows": rows, "mlp_to_hand_ratio": mlp,
             "date": time.strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg()[0]}  # fmt: skip
@@ -187,8 +243,15 @@ def main(argv=None) -> dict:
             + (f"{row['baseline_us_best']:.1f} | {row['ratio_best']:.3f} | "
                f"{row['ratio_median']:.3f} |" if "ratio_best" in row else "– | – | – |")
         )  # fmt: skip
-    lines += ["", "MALA on the MLP over the hand-written loop (best CPU times): "
-              + ", ".join(f"{t} {v:.3f}" for t, v in mlp.items()), ""]  # fmt: skip
+    lines += [
+        "",
+        "overhead-1chain = mala-1chain − energy+grad-1chain per repeat (the fixed "
+        "per-step overhead); its ratio (median) is the ratio of the medians.",
+        "",
+    ]
+    if mlp:
+        lines += ["MALA on the MLP over the hand-written loop (best CPU times): "
+                  + ", ".join(f"{t} {v:.3f}" for t, v in mlp.items()), ""]  # fmt: skip
     (args.out / "kernel_overhead.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return info

@@ -53,7 +53,7 @@ def _check_batch_shape(e: Tensor, x: Tensor, name: str = "energy") -> None:
     if not e.is_floating_point():
         raise TypeError(f"{name} must return a floating-point tensor, got dtype {e.dtype}")
     nb = e.ndim
-    if nb > x.ndim or tuple(x.shape[:nb]) != tuple(e.shape):
+    if nb > x.ndim or x.shape[:nb] != e.shape:
         raise ValueError(
             f"{name} returned shape {tuple(e.shape)} for input of shape {tuple(x.shape)}; "
             "expected the batch shape, i.e. a prefix of the input shape (the energy must "
@@ -107,14 +107,17 @@ def energy_and_grad(
         tensor([[1., 1., 1.],
                 [1., 1., 1.]])
     """
-    with torch.enable_grad():
-        xg = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
-        e = energy(xg)
-        _check_batch_shape(e, x)
-        (g,) = torch.autograd.grad(e.sum(), xg, create_graph=create_graph)
+    if not torch.is_grad_enabled():  # (sampling loops run with grad mode on: no context)
+        with torch.enable_grad():
+            return energy_and_grad(energy, x, create_graph=create_graph)
+    xg = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+    e = energy(xg)
+    _check_batch_shape(e, x)
+    (g,) = torch.autograd.grad(e.sum(), xg, create_graph=create_graph)
     if create_graph:
         return e, g
-    return e.detach(), g.detach()
+    # without create_graph the gradient is computed outside grad mode: already detached
+    return e.detach(), g.detach() if g.requires_grad else g
 
 
 def validate(energy: Callable[[Tensor], Tensor], x: Tensor, name: str = "init") -> Tensor:

@@ -105,6 +105,58 @@ class _StepSizes:
         return t.transpose(0, 1).contiguous()
 
 
+class _Rows:
+    """One recorded quantity, a tensor per step, stacked into a chunk every ``_CHUNK`` steps.
+
+    Kept per step, the tensors would be thousands of long-lived Python objects, and the
+    garbage collector's full passes (their cost grows with the objects alive) would cost more
+    per step than the step's arithmetic; as chunks they are a few objects.
+    """
+
+    __slots__ = ("chunks", "rows")
+
+    def __init__(self) -> None:
+        self.chunks: list[Tensor] = []
+        self.rows: list[Tensor] = []
+
+    def append(self, t: Tensor) -> None:
+        rows = self.rows
+        rows.append(t)
+        if len(rows) == _CHUNK:
+            self.chunks.append(torch.stack(rows))
+            rows.clear()
+
+    def stacked(self, n: int) -> Tensor:
+        """The first ``n`` rows stacked: ``(n, *shape)``."""
+        parts = self.chunks + [torch.stack(self.rows)] if self.rows else self.chunks
+        return (torch.cat(parts) if len(parts) > 1 else parts[0])[:n]
+
+
+class _Ever:
+    """Per chain, whether a per-step flag was ever set, OR-ed every ``_CHUNK`` steps (one
+    operation per chunk instead of one per step, a few objects alive at a time)."""
+
+    __slots__ = ("value", "rows")
+
+    def __init__(self, like: Tensor) -> None:
+        self.value = like
+        self.rows: list[Tensor] = []
+
+    def append(self, t: Tensor) -> None:
+        rows = self.rows
+        rows.append(t)
+        if len(rows) == _CHUNK:
+            self.value = self.result()
+            rows.clear()
+
+    def result(self) -> Tensor:
+        """The OR over every step so far."""
+        return torch.stack([self.value, *self.rows]).any(0) if self.rows else self.value
+
+
+_CHUNK = 256
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -258,19 +310,19 @@ def sample(
         bar.set_description("sampling")
 
     # ------------------------------------------------------------------ sampling
-    # Per-step tensors are kept by reference (kernels return fresh tensors) and stacked once.
-    records: dict[str, list[Tensor]] = {}
-    stat_lists: dict[str, list[Tensor]] = {"energy": [], "accept_prob": [], "diverging": []}
+    # Per-step tensors are kept by reference (kernels return fresh tensors), stacked in chunks.
+    records: dict[str, _Rows] = {}
+    stat_lists: dict[str, _Rows] = {"energy": _Rows(), "accept_prob": _Rows(), "diverging": _Rows()}
     # the step size each recorded step used: kept once while it stays the same object (a
     # tuned constant), per draw as soon as it varies (jitter, per-level step sizes)
     steps = _StepSizes(batch_shape, state.energy)
     acc_sum = div_any = None
-    accepted_any = torch.zeros(batch_shape, dtype=torch.bool, device=x0.device)
+    accepted = _Ever(torch.zeros(batch_shape, dtype=torch.bool, device=x0.device))
     recorded = 0
     try:
         for i in range(num_samples * thin):
             state, info = kernel.step(energy, state, gen)
-            accepted_any |= info.accepted
+            accepted.append(info.accepted)
             if thin > 1:
                 acc_sum = info.accept_prob if acc_sum is None else acc_sum + info.accept_prob
                 div_any = info.diverging if div_any is None else div_any | info.diverging
@@ -289,9 +341,9 @@ def sample(
                             f"trace_fn output {k!r} has shape {tuple(v.shape)}; its leading "
                             f"dimensions must be the batch shape {tuple(batch_shape)}"
                         )
-                    records[k] = []
+                    records[k] = _Rows()
             for k, v in rec.items():
-                records[k].append(v.detach())
+                records[k].append(v.detach() if v.requires_grad else v)
             stat_lists["energy"].append(state.energy)
             stat_lists["accept_prob"].append(accept)
             stat_lists["diverging"].append(diverging)
@@ -312,8 +364,8 @@ def sample(
     finally:
         bar.close()
 
-    def chain_major(items: list[Tensor]) -> Tensor:
-        t = torch.stack(items[:recorded], dim=0)  # (draw, *batch, ...)
+    def chain_major(items: _Rows) -> Tensor:
+        t = items.stacked(recorded)  # (draw, *batch, ...)
         t = t.reshape((recorded, num_chains) + tuple(t.shape[1 + nb :]))
         return t.transpose(0, 1).contiguous()
 
@@ -331,7 +383,7 @@ def sample(
         "recorded": ", ".join(sorted(records)),
     }
     if check and recorded:
-        found = check_run(variables, stats["diverging"], accepted_any.reshape(num_chains))
+        found = check_run(variables, stats["diverging"], accepted.result().reshape(num_chains))
         attrs.update(max_rhat=found.max_rhat, divergent=found.divergent,
                      stuck_chains=" ".join(str(i) for i in found.stuck))  # fmt: skip
         for msg in found.messages:

@@ -357,3 +357,43 @@ def test_adapter_by_hand_matches_the_driver():
     )
     assert torch.equal(torch.as_tensor(tr.kernel.step_size), torch.as_tensor(kernel.step_size))
     assert torch.equal(tr.kernel.inverse_mass_matrix, kernel.inverse_mass_matrix)
+
+
+# ----------------------------------------------------------------------------------------------
+# ChEES trajectory length: a scale-free gradient and a normaliser that outliers cannot freeze
+# ----------------------------------------------------------------------------------------------
+def test_scale_free_chees_gradient_does_not_depend_on_the_targets_scale():
+    from ebmcmc.adaptation.trajectory import chees_gradient
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1, v = (torch.randn(64, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    ones, no = torch.ones(64, dtype=torch.float64), torch.zeros(64, dtype=torch.bool)
+    raw = [chees_gradient(c * x0, c * x1, c * v, ones, no, 1.0) for c in (1.0, 1e3)]
+    free = [chees_gradient(c * x0, c * x1, c * v, ones, no, 1.0, length=0.7) for c in (1.0, 1e3)]
+    assert raw[1] / raw[0] == pytest.approx(1e12, rel=1e-9)  # the raw one grows as scale^4
+    assert free[1] == pytest.approx(free[0], rel=1e-9) and free[0] != 0.0
+    assert math.copysign(1, free[0]) == math.copysign(1, raw[0])
+
+
+def test_one_outlying_chees_gradient_does_not_freeze_the_trajectory_length():
+    from ebmcmc.adaptation.trajectory import (
+        trajectory_init,
+        trajectory_restart,
+        trajectory_update,
+    )
+
+    s = trajectory_init(0.1)
+    for _ in range(20):
+        s = trajectory_update(s, 0.05)
+    grown = s.log_length
+    s = trajectory_update(s, 6e8)  # one chain thrown far out
+    for _ in range(20):
+        s = trajectory_update(s, 0.05)
+    # the outlier was clipped to 10 RMS, so small positive gradients still move log T up
+    assert s.log_length - grown > 20 * 0.025 * 0.5
+    # a restart (new mass matrix) folds the history into one update: its scale still bounds
+    # the first new gradient, and fades within tens of updates
+    r = trajectory_restart(s)
+    assert r.num_updates == 1 and r.log_length_avg == r.log_length == s.log_length
+    r2 = trajectory_update(r, 1e12)
+    assert r2.avg_sq_grad < 100 * s.avg_sq_grad

@@ -23,6 +23,7 @@ How the statistical tolerances are derived
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,6 +173,92 @@ def test_mala_transition_formula(gen):
     torch.testing.assert_close(new.position, torch.where(acc[:, None], y, x))
     torch.testing.assert_close(new.grad, grad(new.position))
     assert not info.diverging.any()
+
+
+def _plain_mala_step(energy, k: MALA, state: State, gen: torch.Generator):
+    """MALA's step written plainly (out of place, Python numbers, the 0.1 order of operations):
+    what the optimized ``MALA.step`` must reproduce bit for bit."""
+    x, e, g = state.position, state.energy, state.grad
+    ne = x.ndim - e.ndim
+    eps = k.step_size
+    if isinstance(eps, torch.Tensor):
+        eps = torch.broadcast_to(eps.to(x.dtype), e.shape)
+        eps_b, eps = eps, eps.reshape(e.shape + (1,) * ne)
+        scale = torch.sqrt(2 * eps)
+    else:
+        eps_b, scale = eps, math.sqrt(2 * eps)
+    m = k.inverse_mass_matrix
+    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    if m is None:
+        y = x - eps * g + scale * noise
+    else:
+        y = x - eps * (m * g) + scale * torch.sqrt(m) * noise
+    yg = y.detach().requires_grad_(True)
+    e_y = energy(yg)
+    (g_y,) = torch.autograd.grad(e_y.sum(), yg)
+    e_y = e_y.detach()
+    total = lambda t: t.flatten(start_dim=t.ndim - ne).sum(-1)  # noqa: E731
+    if m is None:
+        d = x - y + eps * g_y
+        log_rev = -total(d**2) / (4 * eps_b)
+    else:
+        d = x - y + eps * (m * g_y)
+        log_rev = -total(d**2 / m) / (4 * eps_b)
+    log_ratio = e - e_y + log_rev + total(noise**2) * 0.5
+    inf = math.inf
+    clean = torch.nan_to_num(log_ratio, nan=-inf, posinf=-inf, neginf=-inf)
+    accept_prob = torch.exp(torch.clamp(clean, max=0.0))
+    accepted = torch.log(torch.rand(e.shape, generator=gen, dtype=clean.dtype)) < clean
+    keep = accepted.reshape(accepted.shape + (1,) * ne)
+    new = State(torch.where(keep, y, x), torch.where(accepted, e_y, e), torch.where(keep, g_y, g))
+    return new, Info(accept_prob, accepted, ~torch.isfinite(log_ratio))
+
+
+def _walled(x):  # a standard normal behind walls: NaN and +inf energies beyond them
+    e = 0.5 * (x**2).flatten(start_dim=1).sum(-1)
+    first = x.flatten(start_dim=1)[:, 0]
+    e = torch.where(first > 1.2, torch.full_like(e, math.nan), e)
+    return torch.where(first < -1.4, torch.full_like(e, math.inf), e)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float32", "float64", "per-chain step", "int step", "mass", "2-D event", "walls",
+     "float32 energy", "float64 energy"],
+)  # fmt: skip
+def test_mala_step_is_bit_identical_to_its_plain_form(case):
+    """``MALA.step`` (0-dim step constants, in-place arithmetic, one cleaned ratio) gives the
+    same bits as the plain formulas, step after step, in every configuration."""
+    dtype = torch.float32 if case in ("float32", "float64 energy") else torch.float64
+    x = 0.5 * torch.randn(6, 3, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    energy, k = std_normal(1), MALA(0.45)
+    if case == "per-chain step":
+        k = MALA(torch.linspace(0.1, 1.2, 6, dtype=dtype))
+    elif case == "int step":
+        k = MALA(1)
+    elif case == "mass":
+        k = MALA(0.3, inverse_mass_matrix=torch.tensor([0.5, 1.0, 2.0], dtype=dtype))
+    elif case == "2-D event":
+        x, energy = x.reshape(2, 3, 3), std_normal(2)
+    elif case == "walls":
+        energy, k = _walled, MALA(1.3)
+    elif case == "float32 energy":  # an energy less precise than the positions
+        energy = lambda x: std_normal(1)(x).float()  # noqa: E731
+    elif case == "float64 energy":
+        energy = lambda x: std_normal(1)(x).double()  # noqa: E731
+    state = plain = k.init(energy, x)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    infos, plain_infos = [], []
+    for _ in range(40):  # the step constants are made the second time a step size is met
+        state, info = k.step(energy, state, g1)
+        plain, plain_info = _plain_mala_step(energy, k, plain, g2)
+        infos.append(info)
+        plain_infos.append(plain_info)
+    assert_same(state, plain, infos, plain_infos)
+    accepted = torch.stack([i.accepted for i in infos])
+    assert accepted.any() and not accepted.all()
+    if case == "walls":
+        assert torch.stack([i.diverging for i in infos]).any()
 
 
 @pytest.mark.parametrize("noise_scale", [1.0, 0.7, 0.0])
@@ -824,3 +911,26 @@ def test_independence_jumps_give_mode_weights_that_mala_cannot():
 def test_independence_kernel_validation():
     with pytest.raises(ValueError, match="scale"):
         IndependenceMetropolis(center=torch.zeros(2), scale=0.0)
+
+
+def test_mala_sample_bit_identical_to_golden():
+    """``ebmcmc.sample`` with MALA gives the bits it gave before its step and the driver's
+    recording were optimized (tests/data/golden_mala.pt, made by tests/data/make_golden_mala.py
+    at that commit), in every configuration: dtypes, batch and event shapes, per-chain and int
+    step sizes, a mass matrix, warm-up, thinning, runs longer than a recording chunk, energies
+    of another precision, and NaN and +inf proposals (rejected and flagged diverging)."""
+    import importlib.util
+
+    path = Path(__file__).parent / "data" / "make_golden_mala.py"
+    spec = importlib.util.spec_from_file_location("make_golden_mala", path)
+    assert spec is not None and spec.loader is not None
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    golden = torch.load(path.with_name("golden_mala.pt"), weights_only=True)
+    got = maker.runs()
+    assert sorted(got) == sorted(golden)
+    for key, want in golden.items():
+        assert got[key].dtype == want.dtype and torch.equal(got[key], want), key
+    assert golden["walls_diverging"].any() and not golden["walls_diverging"].all()
+    assert 0 < golden["walls_accept_prob"].mean() < 1
+    assert golden["f32_1chain_x"].dtype == torch.float32 and golden["f32_1chain_x"].shape[1] == 300

@@ -13,6 +13,7 @@ import ebmcmc
 from ebmcmc import Trace, make_generator, sample
 from ebmcmc.adaptation import WindowAdaptation
 from ebmcmc.kernels import HMC, MALA, Langevin, RandomWalk
+from ebmcmc.sampling import ConvergenceWarning
 from ebmcmc.targets import Banana
 
 
@@ -80,6 +81,48 @@ def test_thinning_keeps_every_kth_step_and_aggregates_stats():
     assert torch.equal(thin.stats["diverging"], div)
     assert div.any() and not div.all()
     assert thin.attrs["thin"] == 3
+
+
+def test_long_runs_record_every_step_across_chunks():
+    """The driver stacks its records in chunks of 256 steps: a run over several chunks (and
+    one interrupted past a chunk) records exactly what a plain loop of ``kernel.step`` sees,
+    and the stuck-chain check ORs acceptance over every step."""
+    x0 = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    # chain (0, 0): a step size so large that it never accepts a proposal
+    k = MALA(torch.tensor([[1e6, 0.3], [0.5, 0.2]], dtype=torch.float64))
+    n = 600
+    state, gen = k.init(std_normal, x0), make_generator(11)
+    xs, es, ps, ds, ever = [], [], [], [], torch.zeros(2, 2, dtype=torch.bool)
+    for _ in range(n):
+        state, info = k.step(std_normal, state, gen)
+        xs.append(state.position)
+        es.append(state.energy)
+        ps.append(info.accept_prob)
+        ds.append(info.diverging)
+        ever |= info.accepted
+    with pytest.warns(ConvergenceWarning, match="1 of 4 chains never moved"):
+        tr = sample(std_normal, k, x0, n, generator=11, progress=False, adaptation=None)
+
+    def major(items):
+        return torch.stack(items).reshape((n, 4) + items[0].shape[2:]).transpose(0, 1)
+
+    assert torch.equal(tr.draws, major(xs)) and torch.equal(tr.stats["energy"], major(es))
+    assert torch.equal(tr.stats["accept_prob"], major(ps))
+    assert torch.equal(tr.stats["diverging"], major(ds))
+    assert tr.attrs["stuck_chains"] == "0" and not ever[0, 0] and ever.sum() == 3
+    calls = {"n": 0}
+
+    def trace_fn(state, info):
+        calls["n"] += 1
+        if calls["n"] == 301:
+            raise KeyboardInterrupt
+        return state.position
+
+    with pytest.warns(UserWarning, match="interrupted after 300 of 600 draws"):
+        cut = sample(std_normal, k, x0, n, generator=11, progress=False, adaptation=None,
+                     trace_fn=trace_fn, check=False)  # fmt: skip
+    assert torch.equal(cut.draws, major(xs)[:, :300])
+    assert torch.equal(cut.stats["accept_prob"], major(ps)[:, :300])
 
 
 def test_trace_fn_dict_and_tensor():

@@ -4,10 +4,12 @@ ChEES (Hoffman, Radul & Sountsov 2021) is the Change in the Estimator of the Exp
 ``¼ E[(|x' − E x|² − |x − E x|²)²]`` over the chains, ``x`` a trajectory's start and ``x'`` its
 end. Its gradient with respect to the trajectory length ``T`` is estimated per chain as
 ``u (|x̃'|² − |x̃|²) (x̃' · v')`` (``x̃`` centred across chains, ``v'`` the velocity at the end,
-``u`` the step's jitter) and pooled as an acceptance-weighted mean; ``log T`` follows it with
-an RMSProp-normalised step clipped to ±0.35, and the value used after warm-up is an iterate
-average of ``log T``. With a diagonal mass matrix the criterion is computed in the whitened
-coordinates ``x / sqrt(M⁻¹)``, where the warmed-up target is close to isotropic.
+``u`` the step's jitter) and pooled as an acceptance-weighted mean; ``log T`` follows it
+(taken with respect to ``log T`` and divided by the squared spread of the chains, so that it is
+free of the target's scale) with an RMSProp-normalised step clipped to ±0.35, and the value
+used after warm-up is an iterate average of ``log T``. With a diagonal mass matrix the
+criterion is computed in the whitened coordinates ``x / sqrt(M⁻¹)``, where the warmed-up
+target is close to isotropic.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "trajectory_init",
     "chees_gradient",
     "trajectory_update",
+    "trajectory_restart",
     "trajectory_final",
 ]
 
@@ -30,6 +33,10 @@ __all__ = [
 MIN_ACCEPT = 1e-4
 #: the largest change of log T in one update (about log(2) / 2)
 MAX_LOG_UPDATE = 0.35
+#: the largest gradient relative to the root-mean-square of those before it
+MAX_GRAD_RATIO = 10.0
+#: the largest first gradient (scale-free units, where gradients are of order T / sqrt(dim))
+MAX_FIRST_GRAD = 1.0
 
 
 class TrajectoryState(NamedTuple):
@@ -70,8 +77,16 @@ def chees_gradient(
     diverging: Tensor,
     jitter: float,
     inverse_mass: Tensor | None = None,
+    length: float | None = None,
 ) -> float:
     """The pooled ChEES gradient with respect to the trajectory length.
+
+    With ``length`` (the current ``T``) the gradient is made scale-free: it is taken with
+    respect to ``log T`` and divided by the square of the chains' mean squared distance from
+    their centre. The raw gradient grows as the fourth power of the chains' spread, so while
+    chains far from the bulk close in during warm-up it falls by many orders of magnitude, and
+    an RMSProp normaliser remembering the early values would freeze ``T``; the scale-free one
+    keeps the same sign and stays of order one.
 
     Args:
         initial: the trajectories' starts ``(*batch, *event)``.
@@ -81,6 +96,7 @@ def chees_gradient(
         diverging: divergence flags, ``batch``.
         jitter: the step's jitter factor ``u``.
         inverse_mass: diagonal ``M⁻¹`` broadcasting against positions, or ``None``.
+        length: the current trajectory length ``T`` (``None``: the raw gradient).
 
     Returns:
         The acceptance-weighted mean of the chains' gradients (0 when no chain counts).
@@ -114,7 +130,11 @@ def chees_gradient(
     xp_c = xp - (w[:, None] * xp).sum(0) / (w.sum() + 1e-20)
     g = jitter * ((xp_c**2).sum(-1) - (x_c**2).sum(-1)) * (xp_c * v).sum(-1)
     g = torch.where(valid & torch.isfinite(g), g, torch.zeros_like(g))
-    return float((w * g).sum() / (w.sum() + 1e-20))
+    grad = float((w * g).sum() / (w.sum() + 1e-20))
+    if length is None:
+        return grad
+    spread = float((x_c[valid] ** 2).sum(-1).mean())
+    return length * grad / spread**2 if spread > 0 and math.isfinite(spread) else 0.0
 
 
 def trajectory_update(
@@ -124,7 +144,8 @@ def trajectory_update(
     sq_grad_rate: float = 0.05,
 ) -> TrajectoryState:
     """One RMSProp-normalised step of ``log T`` up the ChEES gradient, clipped to ±0.35, with
-    the iterate average updated (weight ``k^{-1/2}`` at update ``k``).
+    the iterate average updated (weight ``k^{-1/2}`` at update ``k``). A gradient larger than
+    ten root-mean-squares of the earlier ones (the first: larger than 1) is clipped first.
 
     Example:
         >>> s = trajectory_update(trajectory_init(1.0), 3.0)
@@ -134,6 +155,17 @@ def trajectory_update(
     k = state.num_updates + 1
     if not math.isfinite(gradient):
         gradient = 0.0
+    # One chain thrown far out can make the pooled gradient 10^8 times its usual size; let no
+    # gradient exceed MAX_GRAD_RATIO root-mean-squares of the ones before it (the first one:
+    # MAX_FIRST_GRAD), or the normaliser would remember it for hundreds of iterations and
+    # freeze T.
+    if state.avg_sq_grad > 0:
+        bound = MAX_GRAD_RATIO * math.sqrt(
+            state.avg_sq_grad / (1 - (1 - sq_grad_rate) ** state.num_updates)
+        )
+    else:
+        bound = MAX_FIRST_GRAD
+    gradient = min(max(gradient, -bound), bound)
     avg_sq = (1 - sq_grad_rate) * state.avg_sq_grad + sq_grad_rate * gradient**2
     adjusted = avg_sq / (1 - (1 - sq_grad_rate) ** k)
     step = learning_rate / math.sqrt(adjusted + 1e-20) * gradient
@@ -141,6 +173,25 @@ def trajectory_update(
     w = k**-0.5
     avg = w * log_length + (1 - w) * state.log_length_avg
     return TrajectoryState(log_length, avg, avg_sq, k)
+
+
+def trajectory_restart(state: TrajectoryState, sq_grad_rate: float = 0.05) -> TrajectoryState:
+    """Keep ``log T``, restart the iterate average there and fold the gradient history into
+    one update of its root-mean-square: warm-up calls this when the mass matrix changes, as
+    gradients measured in the old geometry (often while the chains were still far from the
+    bulk, and many orders of magnitude larger) would otherwise dominate the RMSProp
+    normaliser and freeze ``T``. The folded history still bounds the next gradients (see
+    :func:`trajectory_update`) and fades within a few tens of updates.
+
+    Example:
+        >>> s = trajectory_restart(trajectory_update(trajectory_init(1.0), 0.5))
+        >>> s.num_updates, round(s.avg_sq_grad, 4), s.log_length == s.log_length_avg
+        (1, 0.0125, True)
+    """
+    if state.num_updates == 0:
+        return TrajectoryState(state.log_length, state.log_length, 0.0, 0)
+    adjusted = state.avg_sq_grad / (1 - (1 - sq_grad_rate) ** state.num_updates)
+    return TrajectoryState(state.log_length, state.log_length, sq_grad_rate * adjusted, 1)
 
 
 def trajectory_final(state: TrajectoryState) -> float:

@@ -25,6 +25,7 @@ from .trajectory import (
     chees_gradient,
     trajectory_final,
     trajectory_init,
+    trajectory_restart,
     trajectory_update,
 )
 from .tuning import kernel_at, leaves, pool_dims, replace_at
@@ -263,7 +264,8 @@ class Adapter:
                 grad = chees_gradient(info.initial_position, info.proposal, info.momentum,
                                       info.accept_prob, info.diverging, info.jitter,
                                       inverse_mass(lk.inverse_mass_matrix,
-                                                   info.initial_position))  # fmt: skip
+                                                   info.initial_position),
+                                      length=math.exp(ad.traj.log_length))  # fmt: skip
                 ad.traj = trajectory_update(ad.traj, grad, self.config.trajectory_rate)
                 step_now = changes.get("step_size", lk.step_size)
                 changes["trajectory_length"] = self._clip_length(
@@ -277,6 +279,8 @@ class Adapter:
                     if ad.da is not None:
                         ad.da.restart(ad.da.final_step_size())
                         changes["step_size"] = ad.da.current_step_size()
+                    if ad.traj is not None:
+                        ad.traj = trajectory_restart(ad.traj)
             if changes:
                 kernel = replace_at(kernel, ad.path, **changes)
         return kernel

@@ -31,6 +31,7 @@ __all__ = [
     "leapfrog_per_chain",
     "langevin_euler",
     "langevin_log_density",
+    "langevin_reverse_term",
 ]
 
 
@@ -201,8 +202,30 @@ def langevin_log_density(
         ...                      0.5, 0.5, 1)
         tensor([-0.])
     """
-    if inv_mass is None:
-        d = x_to - x_from + step * g_from
-        return -sum_event(d**2, event_ndim) / (4 * step_b)
-    d = x_to - x_from + step * (inv_mass * g_from)
-    return -sum_event(d**2 / inv_mass, event_ndim) / (4 * step_b)
+    # -(S / c) is bit for bit (-S) / c: IEEE rounding is symmetric in the sign
+    return -langevin_reverse_term(x_to, x_from, g_from, step, 4 * step_b, event_ndim, inv_mass)
+
+
+def langevin_reverse_term(
+    x_to: Tensor,
+    x_from: Tensor,
+    g_from: Tensor,
+    step,
+    four_step_b,
+    event_ndim: int,
+    inv_mass: Tensor | None = None,
+) -> Tensor:
+    """``Σ (x_to − x_from + ε M⁻¹ g_from)² / (4 ε M⁻¹)``, the negative of
+    :func:`langevin_log_density`, with ``4 ε`` given (a float, a tensor of the batch shape, or
+    a 0-dim tensor of the positions' dtype), so that a ratio can subtract it in one operation.
+
+    Example:
+        >>> import torch
+        >>> langevin_reverse_term(torch.ones(1, 1), torch.zeros(1, 1), torch.zeros(1, 1),
+        ...                       0.5, 2.0, 1)
+        tensor([0.5000])
+    """
+    d = x_to - x_from
+    d += step * (g_from if inv_mass is None else inv_mass * g_from)
+    d = d * d  # bit for bit d**2, without the Python-level power operator
+    return sum_event(d if inv_mass is None else d / inv_mass, event_ndim) / four_step_b

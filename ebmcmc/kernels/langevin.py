@@ -10,6 +10,7 @@ energy+gradient evaluation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,12 +19,12 @@ from torch import Tensor
 
 from ..energy import energy_and_grad
 from .base import Info, Kernel, State, inverse_mass
-from .integrators import langevin_euler, langevin_log_density
+from .integrators import langevin_euler, langevin_reverse_term
 from .proposal import (
     as_factor,
     as_hyperparameter,
     check_positive,
-    metropolis,
+    metropolis_clean,
     randn_like,
     sum_event,
     where_batch,
@@ -128,23 +129,79 @@ class MALA(Kernel):
         state = self._check_state(state)
         x, e, g = state.position, state.energy, state.grad
         assert g is not None
-        bs, ne = state.batch_shape, state.event_ndim
-        eps = as_factor(self.step_size, bs, x, ne, "step_size")
-        eps_b = eps if isinstance(eps, float) else eps.reshape(bs)
+        ne = x.ndim - e.ndim
         inv_m = inverse_mass(self.inverse_mass_matrix, x)
         noise = randn_like(x, generator)
-        x_new = langevin_euler(x, g, eps, noise, inv_m)
+        consts = _float_step_constants(self.step_size, x) if inv_m is None else None
+        eps: float | Tensor
+        four_eps: float | Tensor
+        if consts is not None:
+            # a float step size: 0-dim tensors made once instead of a Python number wrapped
+            # into a tensor by every operation (the same numbers: see _float_step_constants)
+            eps, scale, four_eps = consts
+            x_new = x - eps * g  # langevin_euler's arithmetic, op for op
+            x_new += scale * noise
+        else:
+            bs = e.shape
+            eps = as_factor(self.step_size, bs, x, ne, "step_size")
+            four_eps = 4 * (eps if isinstance(eps, float) else eps.reshape(bs))
+            x_new = langevin_euler(x, g, eps, noise, inv_m)
         e_new, g_new = energy_and_grad(energy, x_new)
-        # log q(x | x') - log q(x' | x); the forward term is ½|xi|² exactly
-        fwd = sum_event(noise**2, ne) * 0.5
-        log_ratio = e - e_new + langevin_log_density(x, x_new, g_new, eps, eps_b, ne, inv_m) + fwd
+        # log q(x | x') - log q(x' | x) + E(x) - E(x'); the forward term is ½|xi|² exactly
+        # (alpha=0.5 scales exactly, so this is the sum's half added, bit for bit)
+        log_ratio = e - e_new
+        if log_ratio.dtype != x.dtype:  # an energy of another precision: as out of place
+            log_ratio = log_ratio.to(torch.promote_types(log_ratio.dtype, x.dtype))
+        log_ratio -= langevin_reverse_term(x, x_new, g_new, eps, four_eps, ne, inv_m)
+        noise *= noise  # (noise is not needed any more)
+        log_ratio.add_(sum_event(noise, ne), alpha=0.5)
         # e_new enters log_ratio directly and g_new through the reverse term: a non-finite
-        # energy or gradient makes log_ratio non-finite, so one check per chain suffices
-        accept_prob, accepted = metropolis(log_ratio, None, generator)
-        keep = accepted.reshape(accepted.shape + (1,) * ne)
+        # energy or gradient makes log_ratio non-finite, so one check per chain suffices;
+        # cleaned (NaN and ±inf to -inf, never accepted), -inf marks exactly those chains
+        inf = torch.inf
+        log_ratio.nan_to_num_(nan=-inf, posinf=-inf, neginf=-inf)
+        accept_prob, accepted = metropolis_clean(log_ratio, generator)
+        keep = accepted.unsqueeze(-1) if ne == 1 else accepted.reshape(accepted.shape + (1,) * ne)
         new_state = State(
             torch.where(keep, x_new, x),
             torch.where(accepted, e_new, e),
             torch.where(keep, g_new, g),
         )
-        return new_state, Info(accept_prob, accepted, ~torch.isfinite(log_ratio), self.step_size)
+        return new_state, Info(accept_prob, accepted, torch.isneginf(log_ratio), self.step_size)
+
+
+_STEP_CONSTANTS: dict[tuple[float, torch.dtype], tuple[Tensor, Tensor, Tensor] | None] = {}
+
+
+def _float_step_constants(step, x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(eps, sqrt(2 eps), 4 eps)`` as 0-dim CPU tensors of ``x``'s dtype for a Python float
+    step size met before and float32/float64 positions on the CPU or CUDA (``None``
+    otherwise), cached.
+
+    An operation between a tensor and a Python number converts the number to the tensor's
+    dtype (for float32 and float64) and then computes exactly as with a CPU 0-dim tensor
+    holding that converted number, on the CPU and on CUDA alike; so these give the same bits
+    as the numbers, without wrapping a number into a tensor at every operation. A step size
+    met for the first time gets ``None`` (the numbers are used): warm-up tries a new one every
+    step, and making tensors for each would cost more than it saves.
+    """
+    if (
+        type(step) is not float
+        or x.dtype not in (torch.float32, torch.float64)
+        or not (x.is_cpu or x.is_cuda)  # (other devices: the numbers, as before)
+    ):
+        return None
+    key = (step, x.dtype)
+    if key not in _STEP_CONSTANTS:  # first met: remember it
+        if len(_STEP_CONSTANTS) >= 64:
+            _STEP_CONSTANTS.clear()
+        _STEP_CONSTANTS[key] = None
+        return None
+    found = _STEP_CONSTANTS[key]
+    if found is None:  # met again: make the tensors
+        with torch.inference_mode(False):  # usable in any mode later
+            eps, scale, four_eps = (
+                torch.tensor(v, dtype=x.dtype) for v in (step, math.sqrt(2 * step), 4 * step)
+            )
+        found = _STEP_CONSTANTS[key] = (eps, scale, four_eps)
+    return found

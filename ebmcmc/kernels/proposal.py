@@ -27,6 +27,7 @@ __all__ = [
     "where_batch",
     "finite_batch",
     "metropolis",
+    "metropolis_clean",
     "randn_like",
     "rand_batch",
     "evaluate_like",
@@ -142,6 +143,8 @@ def sum_event(t: Tensor, event_ndim: int) -> Tensor:
         >>> sum_event(torch.ones(2, 3, 4), 2)
         tensor([12., 12.])
     """
+    if event_ndim == 1:  # the common case, without a flatten
+        return t.sum(-1)
     return t.flatten(start_dim=t.ndim - event_ndim).sum(-1) if event_ndim else t
 
 
@@ -223,14 +226,33 @@ def metropolis(
         ([1.0, 0.0], [True, False])
     """
     if finite is None:  # one op: NaN and ±inf ratios become -inf (never accepted)
-        log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf, posinf=-torch.inf)
+        inf = torch.inf
+        log_ratio = torch.nan_to_num(log_ratio, nan=-inf, posinf=-inf, neginf=-inf)
     else:
         log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
         log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
-    accept_prob = torch.exp(torch.clamp(log_ratio, max=0.0))
-    u = rand_batch(log_ratio.shape, log_ratio, generator)
-    accepted = torch.log(u) < log_ratio
+    accept_prob, accepted = metropolis_clean(log_ratio, generator)
     return accept_prob, accepted if finite is None else accepted & finite
+
+
+def metropolis_clean(log_ratio: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """The Metropolis accept decision from a log ratio that holds no NaN and no ``+inf``
+    (``-inf``: never accepted), as :func:`metropolis` makes it; for kernels that clean the
+    ratio themselves and use the cleaned ratio again.
+
+    Returns:
+        ``(accept_prob, accepted)``, both of the ratio's shape.
+
+    Example:
+        >>> import torch
+        >>> p, a = metropolis_clean(torch.tensor([0.0, -torch.inf]),
+        ...                         torch.Generator().manual_seed(0))
+        >>> p.tolist(), a.tolist()
+        ([1.0, 0.0], [True, False])
+    """
+    accept_prob = log_ratio.clamp_max(0.0).exp_()  # (in place on fresh tensors: no copies)
+    u = rand_batch(log_ratio.shape, log_ratio, generator)
+    return accept_prob, u.log_() < log_ratio
 
 
 def evaluate_like(energy, x: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
