@@ -38,7 +38,7 @@ float32) against a hand-written MALA loop doing the same math on the same networ
 
 Usage::
 
-    nice -n 5 .venv/bin/python benchmarks/samplers.py          # full sizes (~20 minutes)
+    nice -n 5 .venv/bin/python benchmarks/samplers.py          # full sizes (~20 CPU-minutes)
     .venv/bin/python benchmarks/samplers.py --quick             # small sizes (a few minutes)
     .venv/bin/python benchmarks/samplers.py --smoke             # tiny sizes, no JAX (CI, < 60 s)
     .venv/bin/python benchmarks/samplers.py --no-jax            # skip the JAX peers
@@ -578,7 +578,7 @@ def goals(tables: list[dict]) -> list[dict]:
         extra = ""
         if a.get("repeats", 1) > 1 or b.get("repeats", 1) > 1:
             worst = a[key + "_min"] / b[key]
-            extra = f"; with {label_a}'s slowest repeat {worst:.3g}×"
+            extra = f"; with {label_a}'s lowest repeat {worst:.3g}×"
         out.append(
             {
                 "target": target,
