@@ -16,6 +16,7 @@ as *missed* and drawn again. Run::
 
     python benchmarks/interrupts.py --trials 20        # every kind, ~5 minutes on 2 cores
     python benchmarks/interrupts.py --kinds sample,train --trials 3
+    python benchmarks/interrupts.py --smoke --out /tmp/int     # one trial of each kind (CI)
 
 It prints one JSON line per kind: ``{"kind", "trials", "identical", "missed", "seconds"}``.
 """
@@ -235,7 +236,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="one trial of each kind (CI)")
+    p.add_argument("--out", type=Path, default=None, help="also write the rows here as JSON")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.trials = 1
     # a process started in the background by a shell (``cmd &``) ignores SIGINT, and then
     # Python installs no KeyboardInterrupt handler: every signal would be lost
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -246,6 +251,9 @@ def main(argv=None) -> list[dict]:
         r = run_kind(kind, args.trials, args.seed)
         print(json.dumps(r), flush=True)
         results.append(r)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "interrupts.json").write_text(json.dumps(results, indent=1))
     return results
 
 

@@ -12,6 +12,9 @@ Run::
 
     python benchmarks/streaming_memory.py --steps 200000              # the full measurement
     python benchmarks/streaming_memory.py --steps 10000 25000 50000   # peak vs. run length
+    python benchmarks/streaming_memory.py --smoke --out /tmp/sm       # 16 chains, 3,000 steps (CI)
+
+With ``--out DIR`` the rows are also written to ``DIR/streaming_memory.json``.
 """
 
 from __future__ import annotations
@@ -118,7 +121,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", type=int, nargs="+", default=[200_000])
     p.add_argument("--chains", type=int, default=CHAINS)
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="16 chains, 3,000 steps (CI)")
+    p.add_argument("--out", type=Path, default=None, help="also write the rows here as JSON")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.steps, args.chains = [3000], 16
     tmp = Path(tempfile.mkdtemp(prefix="ebmcmc-stream-"))
     rows = []
     try:
@@ -142,6 +149,9 @@ def main(argv=None) -> list[dict]:
             rows.append(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "streaming_memory.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
