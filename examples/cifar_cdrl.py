@@ -31,43 +31,28 @@ Run::
     python examples/cifar_cdrl.py --smoke --out /tmp/cdrl
 
 Multi-GPU, resume, bf16/compile, the sample grids and the FID/IS evaluation work as in
-``examples/cifar_drl.py`` (whose helpers this script reuses); see ``docs/cdrl.md``.
+``examples/cifar_drl.py`` (both run :mod:`ebmcmc.app.cifar`); see ``docs/cdrl.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import pickle
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the DRL example's helpers
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import cifar_drl as drl_example  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ebmcmc._files import atomic_write  # noqa: E402
-from ebmcmc.datasets import load_cifar10, random_hflip  # noqa: E402
+from ebmcmc.app.cifar import add_output_arguments, add_run_arguments, run  # noqa: E402
+from ebmcmc.app.cifar import resolve_config as _resolve_config  # noqa: E402
 from ebmcmc.diffusion import CDRLSchedule  # noqa: E402
 from ebmcmc.estimators import CooperativeRecoveryLikelihood  # noqa: E402
-from ebmcmc.evaluation import to_uint8  # noqa: E402
 from ebmcmc.nn import CDRLResNet, CDRLUNet, CooperativeModel  # noqa: E402
-from ebmcmc.train import (  # noqa: E402
-    DistributedContext,
-    DistributedTrainer,
-    ParamGroup,
-    TrainConfig,
-    Trainer,
-    WrappedEstimator,
-    autocast_wrapper,
-)
+from ebmcmc.train import ParamGroup, TrainConfig  # noqa: E402
 
 SCRIPT = "examples/cifar_cdrl.py"
 NUM_CLASSES = 10
@@ -144,17 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", choices=sorted(CONFIGS), default="paper", help="base config")
-    p.add_argument("--smoke", action="store_true", help="alias of --config smoke")
-    p.add_argument("--out", default="runs/cifar_cdrl", help="run directory")
-    p.add_argument("--data", default=None, help="cifar-10-python.tar.gz or cifar-10-batches-py/")
-    p.add_argument("--synthetic-data", type=int, default=None, metavar="N",
-                   help="train on N random uint8 CIFAR-shaped images with random labels "
-                   "(timing and tests only)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--steps", type=int, help="total optimisation steps")
+    add_run_arguments(
+        p,
+        CONFIGS,
+        out="runs/cifar_cdrl",
+        synthetic_help="train on N random uint8 CIFAR-shaped images with random labels "
+        "(timing and tests only)",
+    )
     # CDRL
     p.add_argument("--num-levels", type=int, help="T")
     p.add_argument("--langevin-steps", type=int, help="K")
@@ -193,40 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16-sampler", action="store_true",
                    help="with --bf16, also autocast the Langevin gradients")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
-    # outputs
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--sample-every", type=int, help="sample grid + loss curve every N steps")
-    p.add_argument("--num-grid", type=int, help="images per sample grid")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (smoke default: 1)")
-    # evaluation
-    p.add_argument("--eval", type=int, default=0, metavar="N", help="generate N samples at end")
-    p.add_argument("--eval-only", action="store_true", help="skip training; load the checkpoint")
-    p.add_argument("--eval-batch", type=int)
-    p.add_argument("--inception-weights", default=None, metavar="FILE",
-                   help="local Inception weights for FID/IS")  # fmt: skip
-    p.add_argument("--fid-ref", default=None, metavar="NPZ",
-                   help="FID reference: images or statistics (default: training set)")  # fmt: skip
-    # test-only
-    p.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--write-param-hash", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--benchmark", type=int, default=0, help=argparse.SUPPRESS)
+    add_output_arguments(
+        p,
+        threads_help="CPU threads (smoke default: 1)",
+        weights_help="local Inception weights for FID/IS",
+        fid_ref_help="FID reference: images or statistics (default: training set)",
+    )
     return p
 
 
 def resolve_config(args: argparse.Namespace) -> dict:
     """The base config updated with every option given on the command line."""
-    cfg = dict(CONFIGS["smoke" if args.smoke else args.config])
-    cfg["config"] = "smoke" if args.smoke else args.config
-    for key in list(PAPER):
-        val = getattr(args, key, None)
-        if val is not None:
-            cfg[key] = val
-    if args.synthetic_data is not None:
-        cfg["synthetic_size"] = args.synthetic_data
-    for key in ("seed", "bf16", "bf16_sampler", "compile", "data"):
-        cfg[key] = getattr(args, key)
-    return cfg
+    return _resolve_config(args, CONFIGS)
 
 
 def build_schedule(cfg: dict) -> CDRLSchedule:
@@ -298,38 +257,6 @@ def train_config(cfg: dict) -> TrainConfig:
     )
 
 
-# --------------------------------------------------------------------------- data
-def load_data(cfg: dict, log) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10's training images in [-1, 1] and labels, read only through
-    :func:`ebmcmc.datasets.load_cifar10` (restricted unpickler), or synthetic data."""
-    if cfg["data"] is not None:
-        try:
-            x, y = load_cifar10(cfg["data"], "train")
-        except FileNotFoundError as err:
-            raise SystemExit(
-                f"error: CIFAR-10 not found: {err}\nDownload cifar-10-python.tar.gz from "
-                "https://www.cs.toronto.edu/~kriz/cifar.html yourself (this script never "
-                "downloads) and pass --data PATH."
-            ) from None
-        except (pickle.UnpicklingError, ValueError) as err:
-            raise SystemExit(
-                f"error: refusing to load {cfg['data']}: {err}\n(the batch files are read "
-                "with a restricted unpickler; nothing in them was executed)"
-            ) from None
-        log(f"CIFAR-10 train: {tuple(x.shape)} from {cfg['data']}")
-        return x, y.long()
-    if cfg["synthetic_size"]:
-        n = cfg["synthetic_size"]
-        log(f"SYNTHETIC DATA: {n} random uint8 images with random labels (not CIFAR-10; "
-            "smoke test / timing only)")  # fmt: skip
-        g = torch.Generator().manual_seed(cfg["seed"] + 54321)
-        return drl_example.synthetic_cifar(n, cfg["seed"]), torch.randint(0, 10, (n,), generator=g)
-    raise SystemExit(
-        "error: no data; pass --data PATH to cifar-10-python.tar.gz or cifar-10-batches-py/ "
-        "(this script never downloads), or --synthetic-data N for a timing run on noise"
-    )
-
-
 # --------------------------------------------------------------------------- outputs
 def save_loss_curve(history: list[dict], path: Path) -> None:
     if not history:
@@ -394,125 +321,29 @@ def count(module: torch.nn.Module) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = resolve_config(args)
-    threads = args.threads if args.threads is not None else (1 if cfg["config"] == "smoke" else 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    dd = DistributedContext(args.device)
-    out = Path(args.out)
-    progress = dd.is_main and not args.no_progress
 
-    def log(msg: str) -> None:
-        if dd.is_main:
-            print(msg, flush=True)
-
-    try:
-        if dd.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        dd.barrier()
-        torch.manual_seed(cfg["seed"])  # same initial weights on every rank
-        model = build_model(cfg).to(dd.device)
-        dd.broadcast_module(model)
-        est = build_estimator(cfg)
-        wrap = autocast_wrapper(cfg["bf16"], cfg["compile"], not cfg["bf16_sampler"])
-        if args.eval_only:
-            data, labels = torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)
-        else:
-            data, labels = load_data(cfg, log)
-        data = data.to(dd.device)
-        labels = labels.to(dd.device) if cfg["conditional"] else None
-        log(
-            f"device {dd.device}, world size {dd.world}, energy "
-            f"{count(model.energy) / 1e6:.2f}M + initializer {count(model.initializer) / 1e6:.2f}M "
-            f"parameters, config {cfg['config']}"
+    def describe(model: torch.nn.Module) -> str:
+        assert isinstance(model, CooperativeModel)
+        return (
+            f"energy {count(model.energy) / 1e6:.2f}M + initializer "
+            f"{count(model.initializer) / 1e6:.2f}M parameters, config {cfg['config']}"
             + (", class-conditional" if cfg["conditional"] else "")
         )
-        trainer = DistributedTrainer(
-            model,
-            WrappedEstimator(est, wrap),
-            data,
-            train_config(cfg),
-            run_dir=out,
-            seed=cfg["seed"] + dd.rank,
-            augment=(lambda b, g: random_hflip(b, g)) if cfg["hflip"] else None,
-            progress=progress,
-            grad_hook=dd.grad_hook if dd.enabled else None,
-            labels=labels,
-            context=dd,
-        )
-        ckpt = out / "checkpoint.pt"
-        if args.resume or args.eval_only:
-            if not ckpt.is_file():
-                if args.eval_only:
-                    raise SystemExit(f"error: --eval-only needs {ckpt}")
-                log(f"--resume: no {ckpt} yet, starting fresh")
-            else:
-                trainer.load(ckpt)
-                log(f"resumed from {ckpt} at step {trainer.step}")
-        elif ckpt.is_file():
-            raise SystemExit(
-                f"error: {ckpt} exists; pass --resume to continue it or choose another --out"
-            )
-        if dd.is_main and not args.eval_only:
-            (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
-        if args.benchmark:
-            return drl_example.benchmark(args, cfg, trainer, est, wrap, dd, log)
-
-        if not args.eval_only:
-            every = cfg["sample_every"]
-
-            def callback(tr: Trainer, rec: dict) -> None:
-                rec.update(dd.mean({k: v for k, v in rec.items() if k != "step"}))
-                if args.throttle:
-                    time.sleep(args.throttle)
-                if dd.is_main and every and tr.step % every == 0:
-                    n = cfg["num_grid"]
-                    x = generate(est, wrap(tr.ema_model), n, n, cfg, dd.device, seed=tr.step)
-                    drl_example.save_grid(
-                        x, out / f"samples_step{tr.step:07d}.png", f"EMA, step {tr.step}"
-                    )
-                    save_loss_curve(tr.history, out / "loss.png")
-
-            t0 = time.time()
-            start = trainer.step
-            trainer.fit(cfg["steps"], callback)
-            dt = time.time() - t0
-            if trainer.step > start:
-                log(
-                    f"trained steps {start}..{trainer.step} in {dt:.1f}s "
-                    f"({(trainer.step - start) / dt:.3f} it/s); last loss "
-                    f"{trainer.history[-1]['loss']:.4g}"
-                )
-            if dd.is_main:
-                save_loss_curve(trainer.history, out / "loss.png")
-                (out / "history.json").write_text(json.dumps(trainer.history))
-        if args.write_param_hash:
-            h = drl_example.param_hash(trainer)
-            (out / f"param_hash_rank{dd.rank}.txt").write_text(h + "\n")
-
-        # the other ranks are done; rank 0 generates alone (no collective waits on it)
-        dd.barrier()
-        if args.eval and dd.is_main:
-            n = args.eval
-            t0 = time.time()
-            x = generate(est, wrap(trainer.ema_model), n, cfg["eval_batch"], cfg, dd.device,
-                         seed=10**6 + trainer.step)  # fmt: skip
-            dt = time.time() - t0
-            npz = out / f"samples_{n}.npz"
-            np.savez_compressed(npz, samples=to_uint8(x))
-            title = f"EMA, step {trainer.step}"
-            if cfg["conditional"]:
-                title += f", guidance {cfg['guidance']}"
-            drl_example.save_grid(x[:64], out / "samples_eval.png", title)
-            log(f"generated {n} samples in {dt:.1f}s ({n / dt:.2f} img/s) -> {npz}")
-            metrics = drl_example.fid_if_possible(npz, cfg, args, log, script=SCRIPT)
-            if metrics:
-                extra = dict(step=trainer.step, n=n, guidance=cfg["guidance"])
-                text = json.dumps(dict(metrics, **extra), indent=2) + "\n"
-                atomic_write(out / f"metrics_{n}.json", lambda tmp: Path(tmp).write_text(text))
-        return 0
-    finally:
-        dd.close()
+    return run(
+        args,
+        cfg,
+        build_model=build_model,
+        estimator=build_estimator(cfg),
+        train_config=train_config(cfg),
+        generate=generate,
+        save_loss_curve=save_loss_curve,
+        describe=describe,
+        with_labels=True,
+        script=SCRIPT,
+        eval_title=f", guidance {cfg['guidance']}" if cfg["conditional"] else "",
+        metrics_extra=dict(guidance=cfg["guidance"]),
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Applications built on the library: the ``ebmcmc`` command line, its demo, and the
-ready-made small training set-ups that the demo, the examples and the studies share.
+"""Applications built on the library: the ``ebmcmc`` command line, its demo, the
+ready-made small training set-ups that the demo, the examples and the studies share, and the
+CIFAR-10 training harness of the example scripts (:mod:`ebmcmc.app.cifar`).
 
 Nothing in the library layers imports this package.
 
