@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cifar_helpers import ROOT, load_script, run_script
+from cifar_helpers import read_ckpt as _ckpt
+from cifar_helpers import script_env as _env
 
 from ebmcmc.nn import CooperativeModel
 from ebmcmc.train import autocast_wrapper
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "cifar_cdrl.py"
 FAST = ["--smoke", "--no-progress", "--sample-every", "0"]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("cifar_cdrl_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT, "cifar_cdrl_example")
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _run(args, timeout=180):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(), capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)  # fmt: skip
-
-
-def _ckpt(path: Path) -> dict:
-    return torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+def _run(args, timeout=180, **kw):
+    return run_script(SCRIPT, args, timeout, **kw)
 
 
 def test_smoke_cli_finishes(tmp_path):

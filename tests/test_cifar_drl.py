@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import signal
@@ -14,42 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cifar_helpers import ROOT, load_script, run_script
+from cifar_helpers import read_ckpt as _ckpt
+from cifar_helpers import script_env as _env
 
 from ebmcmc.train import autocast_wrapper
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "cifar_drl.py"
 FAST = ["--smoke", "--no-progress", "--sample-every", "0"]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("cifar_drl_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return load_script(SCRIPT, "cifar_drl_example")
 
 
 def _run(args, timeout=120, **kw):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        **kw,
-    )
-
-
-def _ckpt(path: Path) -> dict:
-    return torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return run_script(SCRIPT, args, timeout, **kw)
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
