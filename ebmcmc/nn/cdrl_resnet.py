@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from .levels import _check_positive_int, sinusoidal_embedding
+from .levels import (
+    _check_channel_mult,
+    _check_num_classes,
+    _check_positive_int,
+    sinusoidal_embedding,
+)
 from .logsnr import LogSNRLevels, one_hot_labels
 
 __all__ = ["CDRLResNet"]
@@ -122,15 +127,9 @@ class CDRLResNet(nn.Module):
         self.base_channels = _check_positive_int(base_channels, "base_channels", 2)
         self.num_res_blocks = _check_positive_int(num_res_blocks, "num_res_blocks")
         self.image_size = _check_positive_int(image_size, "image_size")
-        mult = tuple(channel_mult)
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-            raise ValueError(
-                f"channel_mult must be a non-empty sequence of ints >= 1, got {mult!r}"
-            )
+        mult = _check_channel_mult(channel_mult)
         self.channel_mult = mult
-        self.num_classes = (
-            None if num_classes is None else _check_positive_int(num_classes, "num_classes")
-        )
+        self.num_classes = _check_num_classes(num_classes)
         self.spectral_norm = bool(spectral_norm)
         self.levels = LogSNRLevels(logsnr)
         self.num_levels = self.levels.num_levels

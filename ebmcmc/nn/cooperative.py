@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from .levels import _check_positive_int, sinusoidal_embedding
+from .levels import _check_num_classes, _check_positive_int, sinusoidal_embedding
 from .logsnr import LogSNRLevels, one_hot_labels
 
 __all__ = ["CooperativeModel", "CDRLEnergyMLP", "CDRLInitializerMLP"]
@@ -134,9 +134,7 @@ class CDRLEnergyMLP(nn.Module):
         self.in_features = _check_positive_int(in_features, "in_features")
         self.hidden = _check_positive_int(hidden, "hidden", 2)
         self.num_blocks = _check_positive_int(num_blocks, "num_blocks")
-        self.num_classes = (
-            None if num_classes is None else _check_positive_int(num_classes, "num_classes")
-        )
+        self.num_classes = _check_num_classes(num_classes)
         self.levels = LogSNRLevels(logsnr)
         self.num_levels = self.levels.num_levels
         sn = bool(spectral_norm)
@@ -234,9 +232,7 @@ class CDRLInitializerMLP(nn.Module):
         _check_positive_int(num_groups, "num_groups")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.num_classes = (
-            None if num_classes is None else _check_positive_int(num_classes, "num_classes")
-        )
+        self.num_classes = _check_num_classes(num_classes)
         groups = min(num_groups, hidden)
         while hidden % groups:
             groups -= 1

@@ -4,6 +4,7 @@ per-level output scaling."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,19 @@ def _check_positive_int(value: object, name: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return value
+
+
+def _check_num_classes(value: int | None) -> int | None:
+    """``num_classes``: ``None`` (an unconditional network) or an int >= 1."""
+    return None if value is None else _check_positive_int(value, "num_classes")
+
+
+def _check_channel_mult(value: Sequence[int]) -> tuple[int, ...]:
+    """``channel_mult`` as a tuple, checked: a non-empty sequence of ints >= 1."""
+    mult = tuple(value)
+    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        raise ValueError(f"channel_mult must be a non-empty sequence of ints >= 1, got {mult!r}")
+    return mult
 
 
 class LevelScaled(nn.Module):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _torch_spectral_norm
 
-from .levels import _check_positive_int, _levels, sinusoidal_embedding
+from .levels import _check_channel_mult, _check_positive_int, _levels, sinusoidal_embedding
 
 __all__ = ["DRLResNet"]
 
@@ -208,14 +208,7 @@ class DRLResNet(nn.Module):
                     "for 32 and 64)"
                 )
             channel_mult = defaults[image_size]
-        channel_mult = tuple(channel_mult)
-        if not channel_mult or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult
-        ):
-            raise ValueError(
-                f"channel_mult must be a non-empty sequence of ints >= 1, got {channel_mult!r}"
-            )
-        self.channel_mult = channel_mult
+        self.channel_mult = channel_mult = _check_channel_mult(channel_mult)
         self.spectral_norm = bool(spectral_norm)
         full = "full" if spectral_norm else None
         ch = base_channels

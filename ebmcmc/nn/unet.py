@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .levels import _check_positive_int, sinusoidal_embedding
+from .levels import (
+    _check_channel_mult,
+    _check_num_classes,
+    _check_positive_int,
+    sinusoidal_embedding,
+)
 from .logsnr import LogSNRLevels, one_hot_labels
 
 __all__ = ["CDRLUNet"]
@@ -169,11 +174,7 @@ class CDRLUNet(nn.Module):
         self.image_size = _check_positive_int(image_size, "image_size")
         _check_positive_int(num_heads, "num_heads")
         _check_positive_int(num_groups, "num_groups")
-        mult = tuple(channel_mult)
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-            raise ValueError(
-                f"channel_mult must be a non-empty sequence of ints >= 1, got {mult!r}"
-            )
+        mult = _check_channel_mult(channel_mult)
         if image_size % 2 ** (len(mult) - 1):
             raise ValueError(
                 f"image_size {image_size} does not halve {len(mult) - 1} times; choose another "
@@ -184,9 +185,7 @@ class CDRLUNet(nn.Module):
         self.channel_mult = mult
         self.attention_resolutions = tuple(int(r) for r in attention_resolutions)
         self.residual = bool(residual)
-        self.num_classes = (
-            None if num_classes is None else _check_positive_int(num_classes, "num_classes")
-        )
+        self.num_classes = _check_num_classes(num_classes)
         self.levels = LogSNRLevels(logsnr)
         self.num_levels = self.levels.num_levels
         ch = base_channels
