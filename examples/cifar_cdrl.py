@@ -43,11 +43,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ebmcmc.app.cifar import add_output_arguments, add_run_arguments, run  # noqa: E402
+from ebmcmc.app.cifar import (  # noqa: E402
+    add_output_arguments,
+    add_run_arguments,
+    in_batches,
+    paper_config,
+    run,
+    save_history_plot,
+    smoke_config,
+)
 from ebmcmc.app.cifar import resolve_config as _resolve_config  # noqa: E402
 from ebmcmc.diffusion import CDRLSchedule  # noqa: E402
 from ebmcmc.estimators import CooperativeRecoveryLikelihood  # noqa: E402
@@ -58,7 +64,7 @@ SCRIPT = "examples/cifar_cdrl.py"
 NUM_CLASSES = 10
 
 # --------------------------------------------------------------------------- configuration
-PAPER = dict(
+PAPER = paper_config(
     num_levels=6,
     logsnr_max=9.8,
     logsnr_min=-5.1,
@@ -94,15 +100,9 @@ PAPER = dict(
     conditional=False,
     label_dropout=0.1,
     guidance=0.0,
-    # outputs
-    checkpoint_every=1000,
-    sample_every=5000,
-    num_grid=64,
-    eval_batch=500,
-    synthetic_size=0,
 )
 # tiny everything: CPU, well under a minute
-SMOKE = dict(
+SMOKE = smoke_config(
     PAPER,
     langevin_steps=3,
     base_channels=8,
@@ -115,12 +115,6 @@ SMOKE = dict(
     batch_size=8,
     warmup_steps=5,
     init_warmup_offset=1,
-    steps=20,
-    checkpoint_every=5,
-    sample_every=10,
-    num_grid=16,
-    eval_batch=16,
-    synthetic_size=64,
 )
 CONFIGS = {"paper": PAPER, "smoke": SMOKE}
 
@@ -259,27 +253,13 @@ def train_config(cfg: dict) -> TrainConfig:
 
 # --------------------------------------------------------------------------- outputs
 def save_loss_curve(history: list[dict], path: Path) -> None:
-    if not history:
-        return
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
-    axes[0].plot(steps, [h.get("loss_ebm", np.nan) for h in history], lw=0.7)
-    axes[0].set_title("EBM loss")
-    axes[1].plot(steps, [h.get("e_pos", np.nan) for h in history], lw=0.7, label="E(pos)")
-    axes[1].plot(steps, [h.get("e_neg", np.nan) for h in history], lw=0.7, label="E(neg)")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("energies")
-    axes[2].plot(steps, [h.get("loss_init", np.nan) for h in history], lw=0.7)
-    axes[2].set_title("initializer loss |yK - y0|^2")
-    axes[3].plot(steps, [h.get("recovery_mse", np.nan) for h in history], lw=0.7, label="yK")
-    axes[3].plot(steps, [h.get("proposal_mse", np.nan) for h in history], lw=0.7, label="y0")
-    axes[3].legend(fontsize=7)
-    axes[3].set_title("distance to the positive")
-    for ax in axes:
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels = [
+        ("EBM loss", [("loss_ebm", None)]),
+        ("energies", [("e_pos", "E(pos)"), ("e_neg", "E(neg)")]),
+        ("initializer loss |yK - y0|^2", [("loss_init", None)]),
+        ("distance to the positive", [("recovery_mse", "yK"), ("proposal_mse", "y0")]),
+    ]
+    save_history_plot(history, path, panels, width=15)
 
 
 def grid_labels(n: int, cfg: dict, device) -> torch.Tensor | None:
@@ -296,21 +276,15 @@ def generate(est, model, n, batch, cfg, device, seed) -> torch.Tensor:
     puts both networks in eval mode while it generates."""
     g = torch.Generator(device=device).manual_seed(seed)
     labels = grid_labels(n, cfg, device)
-    out = []
-    for i in range(0, n, batch):
-        m = min(batch, n - i)
-        with torch.enable_grad():
-            x = est.generate(
-                model,
-                (m, 3, 32, 32),
-                generator=g,
-                labels=None if labels is None else labels[i : i + m],
-                guidance=cfg["guidance"] if labels is not None else 0.0,
-                noise_scale=cfg["eval_noise_scale"],
-                device=device,
-            )
-        out.append(x.cpu())
-    return torch.cat(out)
+    return in_batches(n, batch, lambda i, m: est.generate(
+        model,
+        (m, 3, 32, 32),
+        generator=g,
+        labels=None if labels is None else labels[i : i + m],
+        guidance=cfg["guidance"] if labels is not None else 0.0,
+        noise_scale=cfg["eval_noise_scale"],
+        device=device,
+    ))  # fmt: skip
 
 
 def count(module: torch.nn.Module) -> int:

@@ -41,8 +41,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ebmcmc.app.cifar import (  # noqa: E402, F401 (fid_* and synthetic_cifar: used by the tests)
@@ -50,7 +48,11 @@ from ebmcmc.app.cifar import (  # noqa: E402, F401 (fid_* and synthetic_cifar: u
     add_run_arguments,
     fid_if_possible,
     fid_reference,
+    in_batches,
+    paper_config,
     run,
+    save_history_plot,
+    smoke_config,
     synthetic_cifar,
 )
 from ebmcmc.app.cifar import resolve_config as _resolve_config  # noqa: E402
@@ -60,7 +62,7 @@ from ebmcmc.nn import DRLResNet  # noqa: E402
 from ebmcmc.train import TrainConfig  # noqa: E402
 
 # --------------------------------------------------------------------------- configuration
-PAPER = dict(
+PAPER = paper_config(
     num_levels=6,
     langevin_steps=30,
     b2=2e-4,
@@ -78,14 +80,9 @@ PAPER = dict(
     grad_clip=None,
     hflip=True,
     steps=400_000,  # ASSUMED training length (not verified against the paper or its code)
-    checkpoint_every=1000,
-    sample_every=5000,
-    num_grid=64,
-    eval_batch=500,
-    synthetic_size=0,
 )
 # tiny everything: CPU, well under a minute
-SMOKE = dict(
+SMOKE = smoke_config(
     PAPER,
     langevin_steps=5,
     base_channels=8,
@@ -93,12 +90,6 @@ SMOKE = dict(
     num_res_blocks=1,
     batch_size=8,
     warmup_steps=5,
-    steps=20,
-    checkpoint_every=5,
-    sample_every=10,
-    num_grid=16,
-    eval_batch=16,
-    synthetic_size=64,
 )
 CONFIGS = {"paper": PAPER, "smoke": SMOKE}
 
@@ -190,23 +181,12 @@ def train_config(cfg: dict) -> TrainConfig:
 
 # --------------------------------------------------------------------------- outputs
 def save_loss_curve(history: list[dict], path: Path) -> None:
-    if not history:
-        return
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    axes[0].plot(steps, [h["loss"] for h in history], lw=0.7)
-    axes[0].set_title("DRL loss")
-    axes[1].plot(steps, [h.get("e_pos", np.nan) for h in history], lw=0.7, label="E(pos)")
-    axes[1].plot(steps, [h.get("e_neg", np.nan) for h in history], lw=0.7, label="E(neg)")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("energies")
-    axes[2].plot(steps, [h.get("recovery_mse", np.nan) for h in history], lw=0.7)
-    axes[2].set_title("recovery ||y_neg - y_pos||^2")
-    for ax in axes:
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels = [
+        ("DRL loss", [("loss", None)]),
+        ("energies", [("e_pos", "E(pos)"), ("e_neg", "E(neg)")]),
+        ("recovery ||y_neg - y_pos||^2", [("recovery_mse", None)]),
+    ]
+    save_history_plot(history, path, panels, width=12)
 
 
 @torch.no_grad()
@@ -219,22 +199,12 @@ def generate(est, model, n, batch, cfg, device, seed) -> torch.Tensor:
     g = torch.Generator(device=device).manual_seed(seed)
     was = model.training
     model.eval()
-    out = []
     try:
-        for i in range(0, n, batch):
-            m = min(batch, n - i)
-            with torch.enable_grad():
-                x = est.generate(
-                    model,
-                    (m, 3, 32, 32),
-                    generator=g,
-                    noise_scale=cfg["eval_noise_scale"],
-                    device=device,
-                )
-            out.append(x.cpu())
+        return in_batches(n, batch, lambda i, m: est.generate(
+            model, (m, 3, 32, 32), generator=g, noise_scale=cfg["eval_noise_scale"], device=device
+        ))  # fmt: skip
     finally:
         model.train(was)
-    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- main

@@ -1,8 +1,8 @@
 """The CIFAR-10 training harness that ``examples/cifar_drl.py`` and ``examples/cifar_cdrl.py``
 share: the command-line options they have in common, the configuration, the data (read only
 through :func:`ebmcmc.datasets.load_cifar10`, or synthetic noise for smoke tests), sample grids,
-the FID/IS evaluation, and :func:`run`, the (multi-GPU) training loop with checkpoints,
-``--resume``, ``--eval`` and ``--benchmark``.
+the FID/IS evaluation (from :mod:`ebmcmc.app.cifar_fid`), and :func:`run`, the (multi-GPU)
+training loop with checkpoints, ``--resume``, ``--eval`` and ``--benchmark``.
 
 An example script supplies what is its own (its configurations, its network, estimator and
 optimiser settings, its sampler call and its loss figure) and calls :func:`run`. matplotlib is
@@ -31,8 +31,7 @@ from torch import Tensor
 
 from .._files import atomic_write
 from ..datasets import load_cifar10, random_hflip
-from ..evaluation import InceptionUnavailable, inception_metrics, to_uint8
-from ..evaluation.inception import inception_backend
+from ..evaluation import to_uint8
 from ..train import (
     DistributedContext,
     DistributedTrainer,
@@ -41,14 +40,19 @@ from ..train import (
     WrappedEstimator,
     autocast_wrapper,
 )
+from .cifar_fid import fid_if_possible, fid_reference
 
 __all__ = [
+    "paper_config",
+    "smoke_config",
     "add_run_arguments",
     "add_output_arguments",
     "resolve_config",
     "synthetic_cifar",
     "load_train_data",
     "save_grid",
+    "save_history_plot",
+    "in_batches",
     "fid_reference",
     "fid_if_possible",
     "run",
@@ -59,6 +63,48 @@ Generate = Callable[[Any, torch.nn.Module, int, int, dict, torch.device, int], T
 
 
 # --------------------------------------------------------------------------- configuration
+def paper_config(**method: Any) -> dict:
+    """A paper configuration: the script's own settings ``method`` followed by the output
+    settings both scripts share (a checkpoint every 1,000 steps, a 64-image grid every 5,000,
+    ``--eval`` in batches of 500, no synthetic data).
+
+    Example:
+        >>> paper_config(lr=1e-4)
+        {'lr': 0.0001, 'checkpoint_every': 1000, 'sample_every': 5000, 'num_grid': 64, \
+'eval_batch': 500, 'synthetic_size': 0}
+    """
+    return dict(
+        method,
+        checkpoint_every=1000,
+        sample_every=5000,
+        num_grid=64,
+        eval_batch=500,
+        synthetic_size=0,
+    )
+
+
+def smoke_config(paper: dict, **tiny: Any) -> dict:
+    """The smoke configuration of ``paper`` (CPU, well under a minute): its settings with the
+    network sizes ``tiny`` and 20 steps on 64 synthetic images, a checkpoint every 5 steps, a
+    16-image grid every 10; the keys keep ``paper``'s order.
+
+    Example:
+        >>> cfg = smoke_config(paper_config(lr=1e-4, steps=1000), lr=1e-3)
+        >>> cfg["lr"], cfg["steps"], cfg["synthetic_size"]
+        (0.001, 20, 64)
+    """
+    return dict(
+        paper,
+        **tiny,
+        steps=20,
+        checkpoint_every=5,
+        sample_every=10,
+        num_grid=16,
+        eval_batch=16,
+        synthetic_size=64,
+    )
+
+
 def add_run_arguments(
     p: argparse.ArgumentParser, configs: dict[str, dict], out: str, synthetic_help: str
 ) -> None:
@@ -235,6 +281,60 @@ def save_grid(x: Tensor, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def save_history_plot(
+    history: list[dict],
+    path: Path,
+    panels: list[tuple[str, list[tuple[str, str | None]]]],
+    width: float,
+) -> None:
+    """Plot the training ``history`` (one dict a logged step) against the step, one panel a
+    ``(title, [(key, label), ...])`` of ``panels`` (a legend where the lines have labels; a
+    missing key is NaN), in a figure ``width`` inches wide, saved (PNG) at ``path``; nothing
+    when ``history`` is empty.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> hist = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+        >>> save_history_plot(hist, d / "loss.png", [("loss", [("loss", None)])], 4)
+        >>> (d / "loss.png").is_file()
+        True
+    """
+    if not history:
+        return
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.2), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], panels, strict=True):
+        for key, label in lines:
+            ax.plot(steps, [h.get(key, np.nan) for h in history], lw=0.7, label=label)
+        if any(label is not None for _, label in lines):
+            ax.legend(fontsize=7)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def in_batches(n: int, batch: int, draw: Callable[[int, int], Tensor]) -> Tensor:
+    """``n`` samples drawn ``batch`` at a time: ``draw(i, m)`` returns the ``m`` samples from
+    the ``i``-th on, with gradients enabled (the samplers need them); they are moved to the CPU
+    and concatenated.
+
+    Example:
+        >>> in_batches(5, 2, lambda i, m: torch.arange(i, i + m)).tolist()
+        [0, 1, 2, 3, 4]
+    """
+    out = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        with torch.enable_grad():
+            out.append(draw(i, m).cpu())
+    return torch.cat(out)
+
+
 def _param_hash(trainer: Trainer) -> str:
     h = hashlib.sha256()
     for sd in (trainer.model.state_dict(), trainer.ema_model.state_dict()):
@@ -242,83 +342,6 @@ def _param_hash(trainer: Trainer) -> str:
             h.update(k.encode())
             h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def fid_reference(args: argparse.Namespace, cfg: dict) -> dict[str, np.ndarray]:
-    """The FID reference, read once: ``{"images": uint8 (N, 32, 32, 3)}`` from ``--fid-ref``
-    (its first array) or, by default, the CIFAR-10 training images at ``--data``;
-    ``{"mu": ..., "sigma": ...}`` when ``--fid-ref`` holds pytorch-fid's statistics; ``{}``
-    when there is neither.
-
-    Example:
-        >>> fid_reference(argparse.Namespace(fid_ref=None), {"data": None})
-        {}
-    """
-    if args.fid_ref is not None:
-        ref = np.load(args.fid_ref)
-        if "mu" in ref.files:
-            return {"mu": ref["mu"], "sigma": ref["sigma"]}
-        return {"images": ref[ref.files[0]]}
-    if cfg["data"] is not None:
-        return {"images": to_uint8(load_cifar10(cfg["data"], "train")[0])}
-    return {}
-
-
-def fid_if_possible(
-    npz: Path,
-    cfg: dict,
-    args: argparse.Namespace,
-    log: Callable[[str], None],
-    script: str = "examples/cifar_drl.py",
-) -> dict:
-    """FID (and IS) of the samples in ``npz`` through torch-fidelity or pytorch-fid, with the
-    Inception weights at ``--inception-weights`` (never downloaded). Returns the metrics
-    computed (``{}`` with a message saying how to compute them when that is not possible;
-    ``script`` is the command the message suggests).
-
-    Example:
-        >>> args = argparse.Namespace(out="runs/x", inception_weights=None, fid_ref=None)
-        >>> said = []
-        >>> fid_if_possible(Path("samples.npz"), {"data": None}, args, said.append)
-        {}
-        >>> said[0].startswith("FID/IS not computed")
-        True
-    """
-    how = (
-        f"To compute them here: install torch-fidelity (FID and IS) or pytorch-fid (FID), "
-        f"put its Inception weights in a local file, and run\n"
-        f"  python {script} --out {args.out} --eval-only --eval 50000 "
-        f"--data PATH/cifar-10-python.tar.gz --inception-weights FILE\n"
-        f"(torch-fidelity: weights-inception-2015-12-05-6726825d.pth; pytorch-fid: "
-        f"pt_inception-2015-12-05-6726825d.pth), or feed {npz} (key 'samples': uint8 "
-        f"N x 32 x 32 x 3) to your own FID/IS tool."
-    )
-    backend = inception_backend()
-    w = args.inception_weights
-    if backend is None:
-        log(f"FID/IS not computed: neither torch-fidelity nor pytorch-fid imports here "
-            f"(weights and data are never downloaded).\n{how}")  # fmt: skip
-        return {}
-    if w is None or not Path(w).is_file():
-        log(f"FID/IS not computed: --inception-weights must name an existing local file "
-            f"(given: {w}); weights are never downloaded.\n{how}")  # fmt: skip
-        return {}
-    ref = fid_reference(args, cfg)
-    try:
-        out = inception_metrics(np.load(npz)["samples"], w, ref or None, backend=backend)
-    except InceptionUnavailable as err:
-        log(f"FID/IS not computed: {err}; give reference images with --data or --fid-ref.\n{how}")
-        return {}
-    if "is_mean" in out:
-        msg = f"IS = {out['is_mean']:.3f} ± {out['is_std']:.3f}"
-        if "fid" in out:
-            msg += f", FID = {out['fid']:.3f} against {len(ref['images'])} reference images"
-        else:
-            msg += " (FID needs --data or --fid-ref images)"
-        log(msg + " (torch-fidelity)")
-    else:
-        log(f"FID = {out['fid']:.3f} (pytorch-fid features; IS needs torch-fidelity)")
-    return out
 
 
 # --------------------------------------------------------------------------- main loop
