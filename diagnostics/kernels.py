@@ -38,6 +38,7 @@ torch.set_num_threads(1)  # small tensors: more threads cost more than they save
 
 from ebmcmc import sample  # noqa: E402
 from ebmcmc._files import atomic_write  # noqa: E402
+from ebmcmc.adaptation.tuning import leaves  # noqa: E402
 from ebmcmc.diagnostics import summary  # noqa: E402
 from ebmcmc.kernels import HMC, MALA, Langevin, RandomWalk, ReplicaExchange  # noqa: E402
 from ebmcmc.targets import Banana, Funnel, Gaussian, GaussianMixture  # noqa: E402
@@ -103,7 +104,9 @@ def run(target, var_idx, kernel, chains: int, sizes, seed: int, progress: bool) 
     tr = sample(target, kernel, x0, steps // thin, warmup, thin, generator=g, progress=progress)
     row = {
         "seconds": time.perf_counter() - t0,
-        "step": float(torch.as_tensor(tr.kernel.step_size).flatten()[0]),  # RE: cold replica's
+        # a composite's first tunable leaf (for replica exchange: the inner kernel; the cold
+        # replica's step is the first entry of its per-replica step sizes)
+        "step": float(torch.as_tensor(leaves(tr.kernel)[0].kernel.step_size).flatten()[0]),
         "chains": chains,
         "draws": steps // thin,
         "thin": thin,
