@@ -8,8 +8,9 @@ width ``--hidden`` (its number of level embeddings is the method's: 51 for DAEBM
 is trained by :class:`ebmcmc.train.Trainer` for ``--minutes`` of wall time on one CPU thread,
 one after the other. Then, for each:
 
-* **FID**: ``--n-samples`` generated images (DAEBM: chains from noise at ``t = T``, an image
-  at every visit to ``t = 0`` after ``--burn-in`` transitions; DRL: its progressive sampler;
+* **FID**: ``--n-samples`` generated images (DAEBM: ``--gen-chains`` chains from noise at
+  ``t = T``, an image at every visit to ``t = 0`` after ``--burn-in`` transitions, at most
+  ``--gen-transitions`` more; DRL: its progressive sampler;
   PCD: Langevin from uniform noise, the set-up's 200 steps) scored by
   :class:`ebmcmc.evaluation.ClassifierFID` against the MNIST test set (the classifier is
   trained once, before any budget, and cached under ``$EBMCMC_CACHE`` or
@@ -30,11 +31,12 @@ one after the other. Then, for each:
 
 Results: ``diagnostics/results/daebm_results.json`` and ``.md`` (``--smoke``: seconds on the
 8 x 8 digits, written to ``--out`` only). Checkpoints and progress files go to ``--runs``; a
-rerun reuses a finished method's row.
+rerun reuses a finished method's row and does not train a finished budget again.
 
 Example::
 
-    EBMCMC_MNIST_DIR=path/to/mnist python diagnostics/daebm_results.py --minutes 5
+    EBMCMC_MNIST_DIR=path/to/mnist python diagnostics/daebm_results.py --minutes 5 \
+        --long-run-minutes 3
     python diagnostics/daebm_results.py --smoke --out /tmp/daebm_results
 """
 
