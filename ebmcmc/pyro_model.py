@@ -561,6 +561,9 @@ class PyroEnergy(torch.nn.Module):
         batch = z.shape[:-1]
         flat = z.reshape(-1, z.shape[-1]) if len(batch) != 1 else z
         e = self._potential_flat(flat) if self.vectorize else self._potential_loop(flat)
+        # a density the model leaves undefined (NaN: e.g. a scale of 0 with Pyro's validation
+        # switched off) is zero density, as a validation failure is: +inf, never a silent NaN
+        e = torch.where(torch.isnan(e), torch.full_like(e, math.inf), e)
         return e.reshape(batch)
 
 
