@@ -137,6 +137,12 @@ def chees_gradient(
     return length * grad / spread**2 if spread > 0 and math.isfinite(spread) else 0.0
 
 
+def _mean_sq_grad(avg_sq: float, num_updates: int, sq_grad_rate: float) -> float:
+    """The bias-corrected mean square of the gradients (Adam's correction of the running
+    average that starts at 0)."""
+    return avg_sq / (1 - (1 - sq_grad_rate) ** num_updates)
+
+
 def trajectory_update(
     state: TrajectoryState,
     gradient: float,
@@ -161,13 +167,13 @@ def trajectory_update(
     # freeze T.
     if state.avg_sq_grad > 0:
         bound = MAX_GRAD_RATIO * math.sqrt(
-            state.avg_sq_grad / (1 - (1 - sq_grad_rate) ** state.num_updates)
+            _mean_sq_grad(state.avg_sq_grad, state.num_updates, sq_grad_rate)
         )
     else:
         bound = MAX_FIRST_GRAD
     gradient = min(max(gradient, -bound), bound)
     avg_sq = (1 - sq_grad_rate) * state.avg_sq_grad + sq_grad_rate * gradient**2
-    adjusted = avg_sq / (1 - (1 - sq_grad_rate) ** k)
+    adjusted = _mean_sq_grad(avg_sq, k, sq_grad_rate)
     step = learning_rate / math.sqrt(adjusted + 1e-20) * gradient
     log_length = state.log_length + min(max(step, -MAX_LOG_UPDATE), MAX_LOG_UPDATE)
     w = k**-0.5
@@ -190,7 +196,7 @@ def trajectory_restart(state: TrajectoryState, sq_grad_rate: float = 0.05) -> Tr
     """
     if state.num_updates == 0:
         return TrajectoryState(state.log_length, state.log_length, 0.0, 0)
-    adjusted = state.avg_sq_grad / (1 - (1 - sq_grad_rate) ** state.num_updates)
+    adjusted = _mean_sq_grad(state.avg_sq_grad, state.num_updates, sq_grad_rate)
     return TrajectoryState(state.log_length, state.log_length, sq_grad_rate * adjusted, 1)
 
 
