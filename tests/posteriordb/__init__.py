@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +100,23 @@ class Reference:
     @property
     def mcse(self) -> np.ndarray:
         return self.sd / np.sqrt(self.n_draws)
+
+    def errors(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Our draws ``q`` ``(chain, draw, P)`` of the quantities against this reference: the
+        errors of the means and of the sds in combined standard errors (ours: ArviZ's MCSE;
+        the reference's: ``mcse``, ``mcse_sd``), each ``(P,)``, and our summary table
+        (``ebmcmc.diagnostics.summary``: R-hat, ESS, ... per quantity)."""
+        from ebmcmc import arviz_bridge
+        from ebmcmc.diagnostics import summary
+
+        draws = {"q": q}
+        ours = summary(draws)
+        mcse_sd = np.ravel(arviz_bridge.mcse(draws, "sd")["q"].values)
+        z_mean = (ours["mean"].values - self.mean) / np.sqrt(
+            ours["mcse_mean"].values ** 2 + self.mcse**2
+        )
+        z_sd = (ours["sd"].values - self.sd) / np.sqrt(mcse_sd**2 + self.mcse_sd**2)
+        return z_mean, z_sd, ours
 
 
 @cache
