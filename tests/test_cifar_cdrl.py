@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from cifar_helpers import ROOT, load_script, run_script
+from cifar_helpers import ROOT, load_script, run_script, run_torchrun
 from cifar_helpers import read_ckpt as _ckpt
-from cifar_helpers import script_env as _env
 
 from ebmcmc.nn import CooperativeModel
 from ebmcmc.train import autocast_wrapper
@@ -153,10 +150,9 @@ def test_cifar_is_read_through_the_restricted_loader(tmp_path):
 @pytest.mark.slow  # torchrun + two ranks: ~20-40 s
 def test_torchrun_two_ranks_identical_weights(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", str(SCRIPT), *FAST, "--steps", "4", "--checkpoint-every", "2",
-           "--out", str(out), "--write-param-hash"]  # fmt: skip
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    args = [*FAST, "--steps", "4", "--checkpoint-every", "2", "--out", str(out),
+            "--write-param-hash"]  # fmt: skip
+    r = run_torchrun(SCRIPT, args, out, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2" in r.stdout
     h0 = (out / "param_hash_rank0.txt").read_text()

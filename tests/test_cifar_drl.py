@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cifar_helpers import ROOT, load_script, run_script
+from cifar_helpers import ROOT, load_script, run_script, run_torchrun
 from cifar_helpers import read_ckpt as _ckpt
 from cifar_helpers import script_env as _env
 
@@ -99,24 +99,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 @pytest.mark.slow  # torchrun + two ranks + a single-process run: ~15-35 s
 def test_torchrun_two_ranks_identical_weights(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--standalone",  # a free port, so parallel test workers never collide
-        str(SCRIPT),
-        *FAST,
-        "--steps",
-        "6",
-        "--checkpoint-every",
-        "3",
-        "--out",
-        str(out),
-        "--write-param-hash",
-    ]
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180, cwd=ROOT)
+    args = [*FAST, "--steps", "6", "--checkpoint-every", "3", "--out", str(out),
+            "--write-param-hash"]  # fmt: skip
+    r = run_torchrun(SCRIPT, args, out, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2" in r.stdout
     h0 = (out / "param_hash_rank0.txt").read_text()
@@ -314,24 +299,8 @@ def test_fid_explains_missing_weights_and_packages(tmp_path, monkeypatch):
 @pytest.mark.slow  # three torchrun launches: ~30-60 s
 def test_torchrun_resume_matches_uninterrupted_run(tmp_path):
     def launch(steps, out, *extra):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--standalone",
-            str(SCRIPT),
-            *FAST,
-            "--steps",
-            str(steps),
-            "--checkpoint-every",
-            "2",
-            "--out",
-            str(out),
-            *extra,
-        ]
-        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180, cwd=ROOT)
+        args = [*FAST, "--steps", str(steps), "--checkpoint-every", "2", "--out", str(out), *extra]
+        r = run_torchrun(SCRIPT, args, out, timeout=180)
         assert r.returncode == 0, r.stderr[-3000:]
         return r
 

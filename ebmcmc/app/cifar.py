@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import pickle
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -508,7 +509,7 @@ def run(
                 atomic_write(out / f"metrics_{n}.json", lambda tmp: Path(tmp).write_text(text))
         return 0
     finally:
-        dd.close()
+        dd.close(wait=sys.exc_info()[1] is None)  # no barrier when leaving on an error
 
 
 def _benchmark(args, cfg, trainer, est, wrap, dd, log, generate: Generate) -> int:

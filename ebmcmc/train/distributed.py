@@ -14,6 +14,7 @@ so all ranks hold identical weights.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -74,10 +75,22 @@ class DistributedContext:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
-        """Shut the process group down (no-op with one)."""
+    def close(self, wait: bool = True) -> None:
+        """Shut the process group down (no-op with one).
+
+        With ``wait`` (a run that ended normally), every rank first waits for the others, so
+        that none closes its connections while another is still in a collective; pass
+        ``wait=False`` when leaving on an error (the other ranks may never get there). The
+        backend is then destroyed and collected while the interpreter is fully alive: gloo's
+        worker threads left for interpreter shutdown can abort a process whose work is done.
+        """
         if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if wait:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
+                gc.collect()
 
     @torch.no_grad()
     def broadcast_module(self, module: torch.nn.Module) -> None:
