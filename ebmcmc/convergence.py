@@ -21,44 +21,46 @@ __all__ = ["rank_rhat", "RunCheck", "check_run", "RHAT_LIMIT"]
 RHAT_LIMIT = 1.01
 
 
-def _split(x: Tensor) -> Tensor:
-    """``(chain, draw, k)`` -> ``(2 chain, draw // 2, k)`` (the odd middle draw dropped)."""
-    n = x.shape[1] // 2
-    return torch.cat([x[:, :n], x[:, x.shape[1] - n :]], 0)
+def _rhat(z: Tensor, chains: int) -> Tensor:
+    """Classic R-hat per row of ``z`` ``(k, chains * n)``, each row chain after chain."""
+    z = z.reshape(z.shape[0], chains, -1)
+    n = z.shape[2]
+    b = n * z.mean(2).var(1, unbiased=True)
+    w = z.var(2, unbiased=True).mean(1)
+    return torch.sqrt(((n - 1) / n * w + b / n) / w)
 
 
-def _rhat(z: Tensor) -> Tensor:
-    """Classic R-hat of ``(chain, draw, k)`` per column ``k`` (float64)."""
-    n = z.shape[1]
-    means = z.mean(1)
-    b = n * means.var(0, unbiased=True)
-    w = z.var(1, unbiased=True).mean(0)
-    var = (n - 1) / n * w + b / n
-    return torch.sqrt(var / w)
+def _normal_scores(ranks: Tensor, s: int) -> Tensor:
+    """``Φ⁻¹((rank − 3/8) / (s + 1/4))`` (Blom's normal scores)."""
+    return math.sqrt(2.0) * torch.erfinv(2 * ((ranks - 0.375) / (s + 0.25)) - 1)
 
 
-def _rank_normal(x: Tensor) -> Tensor:
-    """Rank-normalise over all chains and draws, per column: ``Φ⁻¹((rank - 3/8) / (S + 1/4))``
-    with average ranks for ties."""
-    c, d, k = x.shape
-    flat = x.reshape(c * d, k)
-    s = flat.shape[0]
-    sorted_vals, order = torch.sort(flat, dim=0, stable=True)
-    pos = torch.arange(1, s + 1, dtype=flat.dtype, device=flat.device).unsqueeze(1).expand(s, k)
-    # average ranks over ties (ArviZ uses scipy.stats.rankdata's "average"): each run of equal
-    # sorted values gets the mean of its first and last positions (MALA's rejections repeat
-    # values, so ties are the rule, not the exception)
-    differs = sorted_vals[1:] != sorted_vals[:-1]
-    edge = torch.ones(1, k, dtype=torch.bool, device=flat.device)
-    starts = torch.cat([edge, differs])
-    ends = torch.cat([differs, edge])
-    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(0).values
-    last = torch.where(ends, pos, torch.full_like(pos, s + 1)).flip(0).cummin(0).values.flip(0)
-    ranks = torch.empty_like(flat)
-    ranks.scatter_(0, order, (first + last) / 2)
-    p = (ranks - 0.375) / (s + 0.25)
-    z = math.sqrt(2.0) * torch.erfinv(2 * p - 1)
-    return z.reshape(c, d, k)
+def _rank_normal(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Rank-normalise each row of ``v`` ``(k, s)``: ``Φ⁻¹((rank − 3/8) / (s + 1/4))`` with
+    average ranks for ties (ArviZ uses scipy's ``rankdata(method="average")``).
+
+    Returns the normal scores and the sorted rows. Average ranks are whole or half numbers, so
+    the scores come from one table of ``2 s − 1`` values shared by every row.
+    """
+    k, s = v.shape
+    sorted_vals, order = torch.sort(v, dim=1)  # ties are averaged below: stability not needed
+    differs = sorted_vals[:, 1:] != sorted_vals[:, :-1]
+    # table[i] is the score of rank 1 + i / 2
+    table = _normal_scores(torch.arange(2, 2 * s + 1, dtype=v.dtype, device=v.device) / 2, s)
+    if bool(differs.all()):
+        z_sorted = table[::2].expand(k, s)
+    else:
+        # (MALA's rejections repeat values, so ties are the rule there, not the exception):
+        # each run of equal sorted values gets the mean of its first and last positions
+        pos = torch.arange(1, s + 1, device=v.device).expand(k, s)
+        edge = torch.ones(k, 1, dtype=torch.bool, device=v.device)
+        first = torch.where(torch.cat([edge, differs], 1), pos, 0).cummax(1).values
+        ends = torch.cat([differs, edge], 1)
+        last = torch.where(ends, pos, s + 1).flip(1).cummin(1).values.flip(1)
+        z_sorted = table[first + last - 2]
+    z = torch.empty_like(v)
+    z.scatter_(1, order, z_sorted)
+    return z, sorted_vals
 
 
 def rank_rhat(draws: Tensor) -> Tensor:
@@ -90,11 +92,17 @@ def rank_rhat(draws: Tensor) -> Tensor:
     out = torch.full((x.shape[-1],), math.nan, dtype=torch.float64)
     ok = torch.isfinite(x).all(0).all(0) & (x.flatten(0, 1).std(0) > 0)
     if bool(ok.any()):
-        xs = _split(x[..., ok])
-        bulk = _rhat(_rank_normal(xs))
-        med = xs.flatten(0, 1).median(0).values
-        tail = _rhat(_rank_normal((xs - med).abs()))
-        out[ok] = torch.maximum(bulk, tail)
+        # split each chain in halves (the odd middle draw dropped); one row per coordinate,
+        # chain after chain, so that sorting runs along contiguous memory
+        n = x.shape[1] // 2
+        halves = torch.cat([x[:, :n, ok], x[:, x.shape[1] - n :, ok]], 0)
+        rows = halves.permute(2, 0, 1).reshape(int(ok.sum()), -1).contiguous()
+        z, sorted_rows = _rank_normal(rows)
+        bulk = _rhat(z, halves.shape[0])
+        s = rows.shape[1]  # the median as numpy's (the mean of the middle two when s is even)
+        mid = sorted_rows[:, (s - 1) // 2] + sorted_rows[:, s // 2]
+        z_tail, _ = _rank_normal((rows - (mid / 2).unsqueeze(1)).abs())
+        out[ok] = torch.maximum(bulk, _rhat(z_tail, halves.shape[0]))
     return out.reshape(shape)
 
 

@@ -934,3 +934,15 @@ def test_mala_sample_bit_identical_to_golden():
     assert golden["walls_diverging"].any() and not golden["walls_diverging"].all()
     assert 0 < golden["walls_accept_prob"].mean() < 1
     assert golden["f32_1chain_x"].dtype == torch.float32 and golden["f32_1chain_x"].shape[1] == 300
+
+
+@pytest.mark.parametrize("shape", [(3,), (4, 2, 2), (5, 2)])
+def test_inverse_mass_that_does_not_broadcast_is_refused(shape):
+    from ebmcmc.kernels import HMC, NUTS, ChEES
+
+    x, m = torch.zeros(4, 2), torch.ones(shape)
+    energy = lambda z: 0.5 * (z**2).sum(-1)  # noqa: E731
+    for kernel in (HMC(inverse_mass_matrix=m), ChEES(inverse_mass_matrix=m),
+                   NUTS(inverse_mass_matrix=m)):  # fmt: skip
+        with pytest.raises(ValueError, match="inverse_mass_matrix of shape"):
+            kernel.step(energy, kernel.init(energy, x))

@@ -235,13 +235,14 @@ def inverse_mass(value: Tensor | None, x: Tensor) -> Tensor | None:
     if value is None:
         return None
     m = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    try:
-        torch.broadcast_shapes(m.shape, x.shape)
-    except RuntimeError as err:
+    # broadcasting by hand: torch.broadcast_shapes costs ~100 µs a call, once per transition
+    ms, xs = m.shape, x.shape
+    tail = xs[len(xs) - len(ms) :] if len(ms) <= len(xs) else None
+    if tail is None or any(a != b and a != 1 for a, b in zip(ms, tail, strict=True)):
         raise ValueError(
-            f"inverse_mass_matrix of shape {tuple(m.shape)} does not broadcast to positions "
-            f"of shape {tuple(x.shape)}; give the event shape or (*batch, *event)"
-        ) from err
+            f"inverse_mass_matrix of shape {tuple(ms)} does not broadcast to positions "
+            f"of shape {tuple(xs)}; give the event shape or (*batch, *event)"
+        )
     return m
 
 

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from ..energy import energy_and_grad
-from .base import Info, Kernel, State
+from .base import Info, Kernel, State, inverse_mass
 from .proposal import check_positive, per_chain
 
 __all__ = ["NUTS", "NUTSInfo"]
@@ -183,19 +183,8 @@ class NUTS(Kernel):
         """``M^{-1}`` as a ``(1, dim)`` (shared) or ``(num_chains, dim)`` tensor."""
         if self.inverse_mass_matrix is None:
             return None
-        m = torch.as_tensor(self.inverse_mass_matrix, dtype=x.dtype, device=x.device)
-        try:
-            torch.broadcast_shapes(m.shape, x.shape)
-        except RuntimeError as err:
-            raise ValueError(
-                f"inverse_mass_matrix of shape {tuple(m.shape)} does not broadcast to positions "
-                f"of shape {tuple(x.shape)}; give the event shape or (*batch, *event)"
-            ) from err
-        if m.ndim > x.ndim:
-            raise ValueError(
-                f"inverse_mass_matrix of shape {tuple(m.shape)} has more dimensions than the "
-                f"positions {tuple(x.shape)}"
-            )
+        m = inverse_mass(self.inverse_mass_matrix, x)
+        assert m is not None
         event_shape = x.shape[x.ndim - event_ndim :]
         dim = event_shape.numel()
         if m.ndim <= event_ndim:
