@@ -480,7 +480,7 @@ def _resolve(class_path: str, base: type, path: Path) -> type:
 
 def _walk(prefix, base, attrs, keys, arrays, path, depth) -> set[str]:
     """The keys of ``keys`` that rebuilding ``prefix`` uses (mirrors ``trace._from_flat``)."""
-    from .trace import _OLD_FIELD_NAMES
+    from .trace import _ADDED_FIELDS, _OLD_FIELD_NAMES
 
     if depth > _MAX_DEPTH:
         raise _refuse(path, f"{prefix!r} nests too deeply")
@@ -505,6 +505,8 @@ def _walk(prefix, base, attrs, keys, arrays, path, depth) -> set[str]:
             used.add(f"{key}.none" if f"{key}.none" in keys else f"{key}.bool")
         elif key in attrs:
             used.add(key)
+        elif (cls.__name__, f.name) in _ADDED_FIELDS and f.default is not dataclasses.MISSING:
+            continue  # written before the field existed: its default applies
         else:
             # save stores every field, so a missing one means another class's fields
             raise _refuse(path, f"the saved {base.__name__.lower()} lacks field {f.name!r} of "

@@ -146,7 +146,7 @@ def resume_kernel(kernel: Kernel, trace: Trace, num_warmup: int, adaptation) -> 
         >>> tr = ebmcmc.sample(lambda x: (x**2).sum(-1), MALA(0.3), torch.zeros(2, 1), 3,
         ...                    generator=0, progress=False)
         >>> resume_kernel(tr.kernel, tr, 0, None)
-        MALA(step_size=0.3, inverse_mass_matrix=None)
+        MALA(step_size=0.3, inverse_mass_matrix=None, dense_mass=None)
     """
     w = trace.warmup
     if w is None:

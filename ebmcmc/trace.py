@@ -537,6 +537,9 @@ def _to_flat(obj, prefix: str, base: type) -> tuple[dict[str, Any], dict[str, np
 
 #: fields renamed since ebmcmc 0.1: new name -> the name a 0.1 trace file stores
 _OLD_FIELD_NAMES = {"num_leapfrog_steps": "num_steps"}
+#: fields added since files were first written (class name, field name): a file without one
+#: was written before it existed, and the field's default reproduces what that file meant
+_ADDED_FIELDS = {("MALA", "dense_mass")}
 
 
 def _stored(ds, key: str) -> bool:

@@ -56,6 +56,10 @@ KERNELS = {
         lambda dt: MALA(0.4, inverse_mass_matrix=torch.tensor([1.0, 2.0], dtype=dt)),
         True,
     ),
+    "mala_dense": (
+        lambda dt: MALA(0.4, inverse_mass_matrix=COV.to(dt), dense_mass=True),
+        True,
+    ),
     "hmc": (lambda dt: HMC(0.3, 5), True),
     "hmc_jitter": (lambda dt: HMC(0.3, 5, jitter=0.5), True),
     "hmc_per_chain_lengths": (lambda dt: HMC(0.3, _per_chain_steps(dt)), True),

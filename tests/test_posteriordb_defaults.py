@@ -28,16 +28,24 @@ KERNELS = {"chees": ChEES, "nuts": NUTS, "mala": MALA}
 # kernel -> (chains, warm-up, draws), the same for every posterior
 SIZES = {"chees": (64, 500, 500), "nuts": (16, 500, 500), "mala": (64, 1000, 3000)}
 EIGHT_SCHOOLS, ARK = "eight_schools-eight_schools_noncentered", "arK-arK"
-# (posterior, kernel, outcome): "match", or "warns" where the default does not get it right
-# and must say so. MALA's diagonal preconditioner cannot undo arK's correlated AR
-# coefficients: after 3,000 draws R-hat is still about 1.12 (the `sample` check reports it).
+KIDIQ, BLR, GP = "kidiq-kidscore_momiq", "sblrc-blr", "gp_pois_regr-gp_pois_regr"
+# (posterior, kernel, outcome): "match"; "match, restarted" where, from Stan's starts, many
+# chains do not move in the first half of warm-up (coefficients with sds of 1e-3 started at ±2)
+# and `sample` says that it restarted them; or "warns" where the default does not get it right
+# and must say so. MALA adapts a dense preconditioner here (the posteriors are flat and small):
+# arK's correlated AR coefficients and kidiq's and blr's regression coefficients need it (with
+# a diagonal one R-hat stayed at 1.12, 1.11 and 2.7). On gp_pois_regr MALA is still far from
+# mixed after 3,000 draws (R-hat about 2): the `sample` check reports it.
 CASES = [
     (EIGHT_SCHOOLS, "chees", "match"),
     (EIGHT_SCHOOLS, "nuts", "match"),
     (EIGHT_SCHOOLS, "mala", "match"),
     (ARK, "chees", "match"),
     (ARK, "nuts", "match"),
-    (ARK, "mala", "warns"),
+    (ARK, "mala", "match"),
+    (KIDIQ, "mala", "match, restarted"),
+    (BLR, "mala", "match, restarted"),
+    (GP, "mala", "warns"),
 ]
 
 
@@ -75,11 +83,14 @@ def test_default_kernel_on_a_reference_posterior(name, kernel, outcome):
         f"{name} {kernel}: max|z_mean| {z_mean.max():.2f}, max|z_sd| {z_sd.max():.2f}, "
         f"max R-hat {r_hat.max():.4f}"
     )
-    if outcome == "match":
+    if outcome.startswith("match"):
         assert (z_mean < 4).all(), f"means differ: {z_mean.round(2)} ({ref.names})"
         assert (z_sd < 4).all(), f"sds differ: {z_sd.round(2)}"
         assert (r_hat < 1.01).all(), f"R-hat {r_hat.round(4)}"
-        assert not loud, loud
+        if outcome == "match, restarted":  # the warm-up notice, and nothing about the result
+            assert len(loud) == 1 and "had not moved halfway through warm-up" in loud[0], loud
+        else:
+            assert not loud, loud
     else:  # not right, and said so
         assert r_hat.max() >= 1.01
         assert any("R-hat >= 1.01" in m for m in loud), loud

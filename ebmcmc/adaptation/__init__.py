@@ -2,7 +2,8 @@
 
 Pure building blocks over floats and tensors — dual averaging
 (:func:`dual_averaging_init` / :func:`dual_averaging_update` / :func:`dual_averaging_final`),
-Welford variances (:func:`welford_init` / :func:`welford_update` / :func:`welford_variance`),
+Welford variances (:func:`welford_init` / :func:`welford_update` / :func:`welford_variance`)
+and covariances (:func:`welford_covariance_update` / :func:`welford_covariance`),
 Stan's windows (:func:`warmup_schedule`) — and :class:`WindowAdaptation`, which applies them
 to any kernel, or to the inner kernels of a composite, by one rule
 (:mod:`ebmcmc.adaptation.tuning`): it tunes the ``step_size`` and ``inverse_mass_matrix`` of
@@ -27,7 +28,15 @@ from .dual_averaging import (
 )
 from .level_steps import LEVEL_STEP_RULES, LevelStepAdaptation
 from .tuning import Leaf, kernel_at, leaves, pool_dims, replace_at
-from .welford import Welford, WelfordState, welford_init, welford_update, welford_variance
+from .welford import (
+    Welford,
+    WelfordState,
+    welford_covariance,
+    welford_covariance_update,
+    welford_init,
+    welford_update,
+    welford_variance,
+)
 from .window_adaptation import Adapter, WindowAdaptation
 from .windows import warmup_schedule
 
@@ -44,6 +53,8 @@ __all__ = [
     "welford_init",
     "welford_update",
     "welford_variance",
+    "welford_covariance_update",
+    "welford_covariance",
     "warmup_schedule",
     "LevelStepAdaptation",
     "LEVEL_STEP_RULES",

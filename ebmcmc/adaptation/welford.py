@@ -14,7 +14,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["WelfordState", "welford_init", "welford_update", "welford_variance", "Welford"]
+__all__ = [
+    "WelfordState",
+    "welford_init",
+    "welford_update",
+    "welford_variance",
+    "welford_covariance_update",
+    "welford_covariance",
+    "Welford",
+]
 
 
 class WelfordState(NamedTuple):
@@ -102,6 +110,56 @@ def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
         n = state.num_draws
         var = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
     return var
+
+
+def welford_covariance_update(state: WelfordState, x: Tensor) -> WelfordState:
+    """Add draws ``x`` of shape ``(n, d)`` to a pooled mean and matrix of summed deviation
+    products (Chan et al.'s pairwise combination).
+
+    Example:
+        >>> import torch
+        >>> s = welford_covariance_update(welford_init(), torch.tensor([[0.0, 0.0], [2.0, 2.0]]))
+        >>> welford_covariance(s, regularize=False)
+        tensor([[2., 2.],
+                [2., 2.]])
+    """
+    x = x.detach()
+    n_b = x.shape[0]
+    mean_b = x.mean(0)
+    dx = x - mean_b
+    m2_b = dx.T @ dx
+    if state.mean is None or state.m2 is None:
+        return WelfordState(n_b, mean_b, m2_b)
+    n = state.num_draws + n_b
+    delta = mean_b - state.mean
+    mean = state.mean + delta * (n_b / n)
+    m2 = state.m2 + m2_b + torch.outer(delta, delta) * (state.num_draws * n_b / n)
+    return WelfordState(n, mean, m2)
+
+
+def welford_covariance(state: WelfordState, regularize: bool = True) -> Tensor:
+    """The sample covariance ``(d, d)``, made exactly symmetric; with ``regularize``, Stan's
+    shrinkage towards ``1e-3 I``: ``n/(n+5) Σ + 1e-3 · 5/(n+5) I``.
+
+    Raises:
+        ValueError: fewer than two draws.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> s = welford_covariance_update(welford_init(), torch.randn(1000, 3, generator=g))
+        >>> welford_covariance(s).shape
+        torch.Size([3, 3])
+    """
+    if state.mean is None or state.m2 is None or state.num_draws < 2:
+        raise ValueError("Welford needs at least two draws for a covariance")
+    cov = state.m2 / (state.num_draws - 1)
+    cov = 0.5 * (cov + cov.T)
+    if regularize:
+        n = state.num_draws
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        cov = (n / (n + 5.0)) * cov + (1e-3 * (5.0 / (n + 5.0))) * eye
+    return cov
 
 
 class Welford:

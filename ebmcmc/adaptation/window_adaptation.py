@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..kernels.base import Kernel, inverse_mass
+from ..kernels.langevin import DENSE_AUTO_MAX_DIM
 from ..kernels.proposal import per_chain
 from .dual_averaging import DualAveraging
 from .trajectory import (
@@ -29,7 +30,14 @@ from .trajectory import (
     trajectory_update,
 )
 from .tuning import kernel_at, leaves, pool_dims, replace_at
-from .welford import WelfordState, welford_init, welford_update, welford_variance
+from .welford import (
+    WelfordState,
+    welford_covariance,
+    welford_covariance_update,
+    welford_init,
+    welford_update,
+    welford_variance,
+)
 from .windows import warmup_schedule
 
 __all__ = ["WindowAdaptation", "Adapter"]
@@ -131,6 +139,7 @@ class _LeafAdaptation:
     windows: list[tuple[int, int]]
     welford: WelfordState = field(default_factory=welford_init)
     harmonic: bool = False
+    dense: bool = False  # a dense mass matrix (the chains' covariance) instead of variances
     traj: TrajectoryState | None = None
     last_accept: Tensor | None = None  # the last step each chain accepted at
     keep: Tensor | None = None  # the chains pooled this step (None: all)
@@ -186,11 +195,35 @@ class _LeafAdaptation:
 
     def add_positions(self, x: Tensor) -> None:
         """Add the chains' positions to the variance estimate (stuck chains left out)."""
-        if self.keep is not None:
+        if self.dense:
+            flat = x.reshape(-1, x.shape[-1])
+            if self.keep is not None:
+                flat = flat[self.keep.reshape(-1)]
+            self.welford = welford_covariance_update(self.welford, flat)
+        elif self.keep is not None:
             flat = x.reshape((-1,) + tuple(x.shape[self.batch_ndim :]))[self.keep.reshape(-1)]
             self.welford = welford_update(self.welford, flat, (0,), 1)
         else:
             self.welford = welford_update(self.welford, x, self.pool, self.batch_ndim)
+
+
+def _dense_mass(kernel: Kernel, state, pool: tuple[int, ...], path: tuple[int, ...]) -> bool:
+    """Whether warm-up adapts a dense mass matrix for this kernel (see ``MALA.dense_mass``)."""
+    choice = getattr(kernel, "dense_mass", False)
+    if choice is False:
+        return False
+    shared = len(pool) == len(state.batch_shape)
+    flat = state.event_ndim == 1
+    if choice is True:
+        if not (shared and flat):
+            raise ValueError(
+                "dense_mass=True needs flat events (d,) and one preconditioner shared by all "
+                f"chains; the positions have shape {tuple(state.position.shape)}"
+                + ("" if shared else " and the adaptation keeps one per chain or group")
+            )
+        return True
+    # None: dense where it is cheap and well estimated (a top-level kernel, few coordinates)
+    return shared and flat and not path and state.position.shape[-1] <= DENSE_AUTO_MAX_DIM
 
 
 class Adapter:
@@ -233,6 +266,7 @@ class Adapter:
             else:
                 pool = pool_dims(step if step is not None else 1.0, batch)
             ad = _LeafAdaptation(leaf.path, len(batch), pool, None, adapt_mass, [])
+            ad.dense = adapt_mass and _dense_mass(k, st, pool, leaf.path)
             if adapt_step:
                 s = per_chain(step, batch, st.energy, "step_size")
                 if not bool((s > 0).all()):  # e.g. 1e-300 in float32
@@ -296,7 +330,11 @@ class Adapter:
             if ad.adapt_mass and any(s <= i < e for s, e in ad.windows):
                 ad.add_positions(leaf.state.position)
                 if any(i + 1 == e for _, e in ad.windows):
-                    changes["inverse_mass_matrix"] = welford_variance(ad.welford)
+                    if ad.dense:
+                        changes["inverse_mass_matrix"] = welford_covariance(ad.welford)
+                        changes["dense_mass"] = True
+                    else:
+                        changes["inverse_mass_matrix"] = welford_variance(ad.welford)
                     ad.welford = welford_init()
                     if ad.da is not None:
                         ad.da.restart(ad.da.final_step_size())

@@ -3,9 +3,9 @@
 Both use the step-size convention ``x' = x - eps * M⁻¹ grad E(x) + sqrt(2 eps) M^{-½} xi``,
 ``xi ~ N(0, I)``, i.e. an Euler step of length ``eps`` of the (preconditioned) Langevin
 diffusion whose stationary density is ``exp(-E)``. (Papers that write ``s^2/2 * grad`` use
-``eps = s^2/2``.) ``M⁻¹`` is a diagonal preconditioner (``inverse_mass_matrix``; ``None``: the
-identity) that warm-up adaptation can estimate from the chains' variances. One step costs one
-energy+gradient evaluation.
+``eps = s^2/2``.) ``M⁻¹`` is a preconditioner (``inverse_mass_matrix``; ``None``: the
+identity), diagonal, or dense for MALA, that warm-up adaptation can estimate from the chains'
+variances or covariance. One step costs one energy+gradient evaluation.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .proposal import (
     where_batch,
 )
 
-__all__ = ["Langevin", "MALA"]
+__all__ = ["Langevin", "MALA", "DENSE_AUTO_MAX_DIM", "check_dense_mass"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,22 @@ class MALA(Kernel):
     Metropolis–Hastings probability for the asymmetric Gaussian proposal. Exact for
     ``exp(-E)`` at any step size; non-finite proposals are rejected and flagged diverging.
     With warm-up, :func:`ebmcmc.sample`'s default adaptation tunes ``step_size`` (to
-    acceptance 0.574) and ``inverse_mass_matrix`` (the chains' variances, in Stan's windows).
+    acceptance 0.574) and ``inverse_mass_matrix`` (the chains' variances or covariance, in
+    Stan's windows).
 
     Args:
         step_size: ``eps > 0``, scalar or per-chain tensor (batch shape).
-        inverse_mass_matrix: diagonal preconditioner ``M⁻¹``, shape ``event`` or
-            ``(*batch, *event)``; ``None`` means the identity.
+        inverse_mass_matrix: the preconditioner ``M⁻¹``; ``None`` means the identity.
+            Diagonal (``dense_mass`` not ``True``): shape ``event`` or ``(*batch, *event)``.
+            Dense (``dense_mass=True``): a symmetric positive definite ``(d, d)`` matrix
+            shared by every chain, for flat events ``(d,)``.
+        dense_mass: whether ``inverse_mass_matrix`` is a dense matrix. ``None`` (the
+            default) reads it as diagonal, and lets warm-up choose: it adapts a dense matrix
+            (the chains' covariance) when the event is flat with at most
+            ``DENSE_AUTO_MAX_DIM`` (64) coordinates and all chains share the preconditioner,
+            a diagonal one otherwise. ``False``: always diagonal; ``True``: always dense.
+            Correlated posteriors need the dense one: a diagonal preconditioner leaves their
+            narrowest direction setting the step size.
 
     Example:
         >>> import torch
@@ -119,14 +129,22 @@ class MALA(Kernel):
 
     step_size: float | Tensor = 0.01
     inverse_mass_matrix: Tensor | None = None
+    dense_mass: bool | None = None
     default_target_accept: ClassVar[float] = 0.574
 
     def __post_init__(self):
         check_positive("step_size", self.step_size)
-        self._check_tensor_field("inverse_mass_matrix")
+        if self.dense_mass is not None and not isinstance(self.dense_mass, bool):
+            raise ValueError(f"dense_mass must be True, False or None, got {self.dense_mass!r}")
+        if self.dense_mass and self.inverse_mass_matrix is not None:
+            check_dense_mass(self.inverse_mass_matrix)
+        else:
+            self._check_tensor_field("inverse_mass_matrix")
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
         state = self._check_state(state)
+        if self.dense_mass and self.inverse_mass_matrix is not None:
+            return self._dense_step(energy, state, generator)
         x, e, g = state.position, state.energy, state.grad
         assert g is not None
         ne = x.ndim - e.ndim
@@ -168,6 +186,77 @@ class MALA(Kernel):
             torch.where(keep, g_new, g),
         )
         return new_state, Info(accept_prob, accepted, torch.isneginf(log_ratio), self.step_size)
+
+    def _dense_step(self, energy, state: State, generator: torch.Generator | None):
+        """One step with a dense ``M⁻¹ = Σ = L Lᵀ``: ``x' = x − ε Σ g + √(2ε) L ξ``."""
+        x, e, g = state.position, state.energy, state.grad
+        assert g is not None and self.inverse_mass_matrix is not None
+        ne = x.ndim - e.ndim
+        cov = self.inverse_mass_matrix.to(dtype=x.dtype, device=x.device)
+        if ne != 1 or cov.shape != (x.shape[-1], x.shape[-1]):
+            raise ValueError(
+                f"a dense inverse_mass_matrix of shape {tuple(cov.shape)} needs flat events of "
+                f"{cov.shape[-1]} coordinates; the positions have shape {tuple(x.shape)} "
+                f"({ne} event dimension(s))"
+            )
+        chol = torch.linalg.cholesky(cov)
+        eps = as_factor(self.step_size, e.shape, x, ne, "step_size")
+        scale = math.sqrt(2 * eps) if isinstance(eps, float) else torch.sqrt(2 * eps)
+        noise = randn_like(x, generator)
+        x_new = x - eps * (g @ cov) + scale * (noise @ chol.T)
+        e_new, g_new = energy_and_grad(energy, x_new)
+        # the reverse move's Gaussian term: |L⁻¹(x − x' + ε Σ g')|² / (4ε); the forward one is
+        # ½|ξ|² exactly, as in the diagonal case
+        r = x - x_new + eps * (g_new @ cov)
+        w = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
+        four_eps = 4 * (eps if isinstance(eps, float) else eps.reshape(e.shape))
+        log_ratio = (e - e_new).to(torch.promote_types(e_new.dtype, x.dtype))
+        log_ratio = log_ratio - (w * w).sum(-1) / four_eps + 0.5 * (noise * noise).sum(-1)
+        inf = torch.inf
+        log_ratio.nan_to_num_(nan=-inf, posinf=-inf, neginf=-inf)
+        accept_prob, accepted = metropolis_clean(log_ratio, generator)
+        keep = accepted.unsqueeze(-1)
+        new_state = State(
+            torch.where(keep, x_new, x),
+            torch.where(accepted, e_new, e),
+            torch.where(keep, g_new, g),
+        )
+        return new_state, Info(accept_prob, accepted, torch.isneginf(log_ratio), self.step_size)
+
+
+#: the most coordinates for which warm-up adapts a dense preconditioner by itself
+#: (``MALA(dense_mass=None)``, the default): a dense step costs O(d²) per chain
+DENSE_AUTO_MAX_DIM = 64
+
+
+def check_dense_mass(m) -> None:
+    """Check a dense inverse mass matrix: a finite, symmetric, positive definite ``(d, d)``
+    tensor.
+
+    Raises:
+        ValueError: naming what is wrong.
+
+    Example:
+        >>> import torch
+        >>> check_dense_mass(torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
+        >>> try:
+        ...     check_dense_mass(torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
+        ... except ValueError as err:
+        ...     print(err)
+        a dense inverse_mass_matrix must be positive definite (its Cholesky factorisation failed)
+    """
+    if not isinstance(m, Tensor) or m.ndim != 2 or m.shape[0] != m.shape[1]:
+        shape = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+        raise ValueError(f"a dense inverse_mass_matrix must be a square (d, d) tensor, got {shape}")
+    if not m.is_floating_point() or not bool(torch.isfinite(m).all()):
+        raise ValueError("a dense inverse_mass_matrix must hold finite floating-point values")
+    if not torch.allclose(m, m.T, rtol=1e-5, atol=1e-8 * float(m.abs().max())):
+        raise ValueError("a dense inverse_mass_matrix must be symmetric")
+    if torch.linalg.cholesky_ex(m.double()).info != 0:
+        raise ValueError(
+            "a dense inverse_mass_matrix must be positive definite (its Cholesky "
+            "factorisation failed)"
+        )
 
 
 _STEP_CONSTANTS: dict[tuple[float, torch.dtype], tuple[Tensor, Tensor, Tensor] | None] = {}
