@@ -429,7 +429,7 @@ CONTENDERS = (
 SETTINGS = {
     ("ebmcmc", "ChEES"): "ChEES() defaults: jittered length, T/ε/diagonal mass by warm-up",
     ("ebmcmc", "NUTS"): "NUTS() defaults: max depth 10, windowed ε and diagonal mass, accept .8",
-    ("ebmcmc", "MALA"): "MALA() defaults: windowed ε and diagonal mass, accept .574",
+    ("ebmcmc", "MALA"): "MALA() defaults: windowed ε and mass (dense up to 64-D), accept .574",
     ("ebmcmc", "HMC"): "HMC() defaults: 10 leapfrog steps, windowed ε and diagonal mass",
     ("BlackJAX", "ChEES"): "chees_adaptation (Adam lr .025, ε0 .1, identity metric), 1 thread",
     ("BlackJAX", "NUTS"): "window_adaptation per chain (vmap), 1 thread",

@@ -173,8 +173,9 @@ def sample(
         check: after sampling, check the run and warn (:class:`ConvergenceWarning`, one line
             each) when draws diverged, when the rank-normalised R-hat of a recorded variable is
             at least 1.01, or when chains never moved; the figures are kept in
-            ``trace.attrs`` (``max_rhat``, ``divergent``, ``stuck_chains``). With ``out=``,
-            R-hat uses at most 1,000 evenly spaced draws a chain.
+            ``trace.attrs`` (``max_rhat``, ``divergent``, ``stuck_chains``). R-hat reads at
+            most 250,000 values per coordinate (every ``k``-th draw of every chain in longer
+            runs) and, with ``out=``, at most 1,000 evenly spaced draws a chain.
         out: a directory to stream the draws to (see :mod:`ebmcmc.stream`): memory then
             holds one chunk, not the run, and the directory is a complete, resumable trace
             after every chunk. It must not exist, unless ``init`` is that directory (or the
