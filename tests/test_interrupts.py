@@ -34,6 +34,16 @@ X0 = TARGET.sample(8, generator=torch.Generator().manual_seed(1)).reshape(8, 2)
 WARM, DRAWS = 120, 150
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Python's own Ctrl-C handler while each test runs: a runner started in the background
+    (``nohup``, ``cmd &`` without job control) has SIGINT ignored, and ebmcmc leaves a handler
+    it did not install alone, so the signals raised here would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def assert_same(a: Trace, b: Trace) -> None:
     assert set(a.variables) == set(b.variables) and set(a.stats) == set(b.stats)
     for k in a.variables:
