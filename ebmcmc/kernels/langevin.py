@@ -173,6 +173,12 @@ class MALA(Kernel):
         log_ratio -= langevin_reverse_term(x, x_new, g_new, eps, four_eps, ne, inv_m)
         noise *= noise  # (noise is not needed any more)
         log_ratio.add_(sum_event(noise, ne), alpha=0.5)
+        return self._decide(state, x_new, e_new, g_new, log_ratio, ne, generator)
+
+    def _decide(self, state: State, x_new, e_new, g_new, log_ratio: Tensor, ne: int, generator):
+        """Accept or reject every chain's proposal by its log Metropolis–Hastings ratio."""
+        x, e, g = state.position, state.energy, state.grad
+        assert g is not None
         # e_new enters log_ratio directly and g_new through the reverse term: a non-finite
         # energy or gradient makes log_ratio non-finite, so one check per chain suffices;
         # cleaned (NaN and ±inf to -inf, never accepted), -inf marks exactly those chains
@@ -212,16 +218,7 @@ class MALA(Kernel):
         four_eps = 4 * (eps if isinstance(eps, float) else eps.reshape(e.shape))
         log_ratio = (e - e_new).to(torch.promote_types(e_new.dtype, x.dtype))
         log_ratio = log_ratio - (w * w).sum(-1) / four_eps + 0.5 * (noise * noise).sum(-1)
-        inf = torch.inf
-        log_ratio.nan_to_num_(nan=-inf, posinf=-inf, neginf=-inf)
-        accept_prob, accepted = metropolis_clean(log_ratio, generator)
-        keep = accepted.unsqueeze(-1)
-        new_state = State(
-            torch.where(keep, x_new, x),
-            torch.where(accepted, e_new, e),
-            torch.where(keep, g_new, g),
-        )
-        return new_state, Info(accept_prob, accepted, torch.isneginf(log_ratio), self.step_size)
+        return self._decide(state, x_new, e_new, g_new, log_ratio, ne, generator)
 
 
 #: the most coordinates for which warm-up adapts a dense preconditioner by itself
