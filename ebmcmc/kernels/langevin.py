@@ -140,6 +140,8 @@ class MALA(Kernel):
             check_dense_mass(self.inverse_mass_matrix)
         else:
             self._check_tensor_field("inverse_mass_matrix")
+        # (dtype, device) -> (Σ, its Cholesky factor) there: made at the first step, not at each
+        object.__setattr__(self, "_dense_factors", {})
 
     def step(self, energy, state: State, generator: torch.Generator | None = None):
         state = self._check_state(state)
@@ -198,14 +200,20 @@ class MALA(Kernel):
         x, e, g = state.position, state.energy, state.grad
         assert g is not None and self.inverse_mass_matrix is not None
         ne = x.ndim - e.ndim
-        cov = self.inverse_mass_matrix.to(dtype=x.dtype, device=x.device)
-        if ne != 1 or cov.shape != (x.shape[-1], x.shape[-1]):
+        m = self.inverse_mass_matrix
+        if ne != 1 or m.shape != (x.shape[-1], x.shape[-1]):
             raise ValueError(
-                f"a dense inverse_mass_matrix of shape {tuple(cov.shape)} needs flat events of "
-                f"{cov.shape[-1]} coordinates; the positions have shape {tuple(x.shape)} "
+                f"a dense inverse_mass_matrix of shape {tuple(m.shape)} needs flat events of "
+                f"{m.shape[-1]} coordinates; the positions have shape {tuple(x.shape)} "
                 f"({ne} event dimension(s))"
             )
-        chol = torch.linalg.cholesky(cov)
+        factors: dict = self._dense_factors  # type: ignore[attr-defined]
+        found = factors.get((x.dtype, x.device))
+        if found is None:
+            with torch.inference_mode(False):  # usable in any mode later
+                cov = m.to(dtype=x.dtype, device=x.device)
+                found = factors[(x.dtype, x.device)] = (cov, torch.linalg.cholesky(cov))
+        cov, chol = found
         eps = as_factor(self.step_size, e.shape, x, ne, "step_size")
         scale = math.sqrt(2 * eps) if isinstance(eps, float) else torch.sqrt(2 * eps)
         noise = randn_like(x, generator)
