@@ -7,6 +7,10 @@ Measures the process CPU time of one step of:
   point (``x.detach().requires_grad_(True)``, the energy, ``torch.autograd.grad`` of its sum),
   the least any gradient-based step must cost; the two alternate in the same process (three
   rounds each of 10 × ``--steps`` steps, averaged, after a full garbage collection),
+* ``hand-1chain``: a minimal MALA loop written by hand in plain PyTorch for the same energy,
+  step size and chain (proposal, energy+gradient, Metropolis–Hastings ratio, decision, three
+  selects, the draw kept in a list; no checks, no statistics): what eager PyTorch itself costs
+  per step, measured in the same rounds,
 * ``mala-1024``: MALA on the banana, 1,024 chains, and ``mala-1024-checked``, the same with
   ``sample``'s end-of-run convergence check (rank R-hat of every recorded coordinate,
   divergences, stuck chains; the other rows run with ``check=False`` where ``sample`` has it,
@@ -25,11 +29,13 @@ the working tree's CPU time to the baseline's. Only API common to both trees is 
 ``ebmcmc.sample`` step of MALA at 1 chain minus the CPU time of one bare energy+gradient
 evaluation of the same energy at the same batch, both measured in the same process
 (``mala-1chain − energy+grad-1chain``, one difference per repeat; the row gives the best and
-the median of those differences). It is everything ebmcmc adds around the one evaluation a MALA
-step needs: the proposal, the Metropolis–Hastings ratio and decision, the selects, the state
-and info objects, and the driver's per-step recording. At 1 chain every tensor holds a handful
-of numbers, so it is almost entirely Python and PyTorch dispatch cost (about 1–3 µs per tensor
-operation on the project's machine), not arithmetic.
+the median of those differences); ``hand-overhead-1chain`` is the same difference for the
+hand-written loop, the floor that eager PyTorch sets on this machine. The overhead is
+everything ebmcmc adds around the one evaluation a MALA step needs: the proposal, the
+Metropolis–Hastings ratio and decision, the selects, the state and info objects, and the
+driver's per-step recording. At 1 chain every tensor holds a handful of numbers, so it is
+almost entirely Python and PyTorch dispatch cost (about 1.5–5 µs per tensor operation on the
+project's machine), not arithmetic.
 
 Run::
 
@@ -55,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = (
     "mala-1chain",
     "energy+grad-1chain",
+    "hand-1chain",
     "mala-1024",
     "mala-1024-checked",
     "hmc10-1024",
@@ -62,7 +69,10 @@ CASES = (
     "hand-mlp",
 )
 #: derived rows: name -> (case, minus case), one difference per repeat
-DERIVED = {"overhead-1chain": ("mala-1chain", "energy+grad-1chain")}
+DERIVED = {
+    "overhead-1chain": ("mala-1chain", "energy+grad-1chain"),
+    "hand-overhead-1chain": ("hand-1chain", "energy+grad-1chain"),
+}
 
 
 def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
@@ -102,18 +112,40 @@ def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
             x = x1.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(g2(x).sum(), x)
 
+    def hand1(n: int):  # MALA(0.5) at one chain, by hand: the least eager PyTorch can do
+        gen, eps = torch.Generator().manual_seed(0), 0.5
+        scale = (2 * eps) ** 0.5
+        x = x1.clone().requires_grad_(True)
+        e = g2(x)
+        (g,) = torch.autograd.grad(e.sum(), x)
+        x, e, kept = x.detach(), e.detach(), []
+        for _ in range(n):
+            noise = torch.randn(x.shape, generator=gen)
+            y = (x - eps * g + scale * noise).requires_grad_(True)
+            ey = g2(y)
+            (gy,) = torch.autograd.grad(ey.sum(), y)
+            y, ey = y.detach(), ey.detach()
+            d = x - y + eps * gy
+            log_ratio = e - ey - (d * d).sum(-1) / (4 * eps) + 0.5 * (noise * noise).sum(-1)
+            acc = torch.rand(log_ratio.shape, generator=gen).log() < log_ratio
+            x = torch.where(acc[:, None], y, x)
+            e, g = torch.where(acc, ey, e), torch.where(acc[:, None], gy, g)
+            kept.append(x)
+
     want = {c for c in CASES if only in c}
-    if want & {"mala-1chain", "energy+grad-1chain"}:
-        # alternate the two 1-chain cases in rounds so that both see the same machine state;
-        # a full garbage collection first (the one the imports left due), and the mean over
-        # the rounds, so that the collections the sampling itself causes are counted
-        mala1, m1, eg1 = run(g2, MALA(0.5), x1), [], []
+    one_chain = {"mala-1chain": None, "energy+grad-1chain": energy_grad, "hand-1chain": hand1}
+    if want & set(one_chain):
+        # alternate the 1-chain cases in rounds so that all see the same machine state; a
+        # full garbage collection first (the one the imports left due), and the mean over the
+        # rounds, so that the collections the sampling itself causes are counted
+        one_chain["mala-1chain"] = run(g2, MALA(0.5), x1)
+        names = [c for c in one_chain if c in want or c == "energy+grad-1chain"]
+        got: dict[str, list[float]] = {c: [] for c in names}
         for _ in range(3):
-            gc.collect()
-            m1.append(per_step(mala1, steps * 10))
-            gc.collect()
-            eg1.append(per_step(energy_grad, steps * 10))
-        out["mala-1chain"], out["energy+grad-1chain"] = statistics.mean(m1), statistics.mean(eg1)
+            for c in names:
+                gc.collect()
+                got[c].append(per_step(one_chain[c], steps * 10))
+        out.update({c: statistics.mean(v) for c, v in got.items()})
     if "mala-1024" in want:
         out["mala-1024"] = per_step(run(banana, MALA(0.05), x1024), steps)
     if "mala-1024-checked" in want:
@@ -267,7 +299,9 @@ def main(argv=None) -> dict:
     lines += [
         "",
         "overhead-1chain = mala-1chain − energy+grad-1chain per repeat (the fixed "
-        "per-step overhead); its ratio (median) is the ratio of the medians.",
+        "per-step overhead); its ratio (median) is the ratio of the medians. "
+        "hand-overhead-1chain = hand-1chain − energy+grad-1chain: the same for a minimal "
+        "MALA loop written by hand in plain PyTorch (the floor eager PyTorch sets).",
         "",
     ]
     if mlp:
