@@ -113,24 +113,7 @@ def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
             (g,) = torch.autograd.grad(g2(x).sum(), x)
 
     def hand1(n: int):  # MALA(0.5) at one chain, by hand: the least eager PyTorch can do
-        gen, eps = torch.Generator().manual_seed(0), 0.5
-        scale = (2 * eps) ** 0.5
-        x = x1.clone().requires_grad_(True)
-        e = g2(x)
-        (g,) = torch.autograd.grad(e.sum(), x)
-        x, e, kept = x.detach(), e.detach(), []
-        for _ in range(n):
-            noise = torch.randn(x.shape, generator=gen)
-            y = (x - eps * g + scale * noise).requires_grad_(True)
-            ey = g2(y)
-            (gy,) = torch.autograd.grad(ey.sum(), y)
-            y, ey = y.detach(), ey.detach()
-            d = x - y + eps * gy
-            log_ratio = e - ey - (d * d).sum(-1) / (4 * eps) + 0.5 * (noise * noise).sum(-1)
-            acc = torch.rand(log_ratio.shape, generator=gen).log() < log_ratio
-            x = torch.where(acc[:, None], y, x)
-            e, g = torch.where(acc, ey, e), torch.where(acc[:, None], gy, g)
-            kept.append(x)
+        _hand_mala(g2, x1, 0.5, n, keep=True)
 
     want = {c for c in CASES if only in c}
     one_chain = {"mala-1chain": None, "energy+grad-1chain": energy_grad, "hand-1chain": hand1}
@@ -169,28 +152,38 @@ def _measure(steps: int, quick: bool, only: str = "") -> dict[str, float]:
     energy_only = lambda state, info: state.energy  # noqa: E731
     out["mala-mlp"] = per_step(run(net, MALA(eps), xm, energy_only), max(2, steps // 5))
 
-    def hand(n: int):
-        gen = torch.Generator().manual_seed(0)
-        x = xm.clone()
-        xg = x.requires_grad_(True)
-        e = net(xg)
-        (g,) = torch.autograd.grad(e.sum(), xg)
-        x, e = x.detach(), e.detach()
-        for _ in range(n):
-            noise = torch.randn(x.shape, generator=gen)
-            y = (x - eps * g + (2 * eps) ** 0.5 * noise).requires_grad_(True)
-            ey = net(y)
-            (gy,) = torch.autograd.grad(ey.sum(), y)
-            y, ey = y.detach(), ey.detach()
-            rev = ((x - y + eps * gy) ** 2).sum(-1) / (4 * eps)
-            log_ratio = e - ey - rev + 0.5 * (noise**2).sum(-1)
-            acc = torch.log(torch.rand(chains, generator=gen)) < log_ratio
-            x = torch.where(acc[:, None], y, x)
-            e, g = torch.where(acc, ey, e), torch.where(acc[:, None], gy, g)
-        return x
+    def hand(n: int):  # the same MALA by hand on the MLP (it keeps no draws)
+        _hand_mala(net, xm, eps, n, keep=False)
 
     out["hand-mlp"] = per_step(hand, max(2, steps // 5))
     return out
+
+
+def _hand_mala(energy, x0, eps: float, n: int, keep: bool) -> None:
+    """``n`` MALA steps written by hand in plain PyTorch (``torch.autograd.grad`` for the
+    gradient, the proposal, the Metropolis–Hastings ratio for the asymmetric Gaussian proposal,
+    ``torch.where`` selects), from ``x0`` ``(chains, d)`` with generator seed 0; with ``keep``
+    every draw is kept in a list, as ``sample`` keeps its draws."""
+    import torch
+
+    gen, scale = torch.Generator().manual_seed(0), (2 * eps) ** 0.5
+    x = x0.clone().requires_grad_(True)
+    e = energy(x)
+    (g,) = torch.autograd.grad(e.sum(), x)
+    x, e, kept = x.detach(), e.detach(), []
+    for _ in range(n):
+        noise = torch.randn(x.shape, generator=gen)
+        y = (x - eps * g + scale * noise).requires_grad_(True)
+        ey = energy(y)
+        (gy,) = torch.autograd.grad(ey.sum(), y)
+        y, ey = y.detach(), ey.detach()
+        d = x - y + eps * gy
+        log_ratio = e - ey - (d * d).sum(-1) / (4 * eps) + 0.5 * (noise * noise).sum(-1)
+        acc = torch.rand(log_ratio.shape, generator=gen).log() < log_ratio
+        x = torch.where(acc[:, None], y, x)
+        e, g = torch.where(acc, ey, e), torch.where(acc[:, None], gy, g)
+        if keep:
+            kept.append(x)
 
 
 def _worker_env(tree: Path) -> dict[str, str]:

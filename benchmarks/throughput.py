@@ -140,12 +140,15 @@ def main(argv=None) -> dict:
     sizes = (16, 64) if args.smoke else (16, 64, 256, 1024, 4096)
     big = 64 if args.smoke else 1024
     f32, f64 = torch.float32, torch.float64
-    # (kind, label, energy, dim, chains, dtype, check); compiled energies are added below
-    configs: list[tuple] = [("chains", f"{c} chains, float32", gaussian(f32), 2, c, f32, True)
-                            for c in sizes]  # fmt: skip
+
+    def config(kind, label, energy, dim, chains, dtype=f32, check=True, compile_cpu_s=None):
+        return {"kind": kind, "label": label, "energy": energy, "dim": dim, "chains": chains,
+                "dtype": dtype, "check": check, "compile_cpu_s": compile_cpu_s}  # fmt: skip
+
+    configs = [config("chains", f"{c} chains, float32", gaussian(f32), 2, c) for c in sizes]
     configs += [
-        ("dtype", f"{big} chains, float64", gaussian(f64), 2, big, f64, True),
-        ("check", f"{big} chains, check=False", gaussian(f32), 2, big, f32, False),
+        config("dtype", f"{big} chains, float64", gaussian(f64), 2, big, dtype=f64),
+        config("check", f"{big} chains, check=False", gaussian(f32), 2, big, check=False),
     ]
     rows: list[dict] = []
     n_obs = 300 if args.smoke else 3000
@@ -153,25 +156,28 @@ def main(argv=None) -> dict:
         ("logistic regression", logistic(n_obs), 5, 16 if args.smoke else 128),
         ("2-D Gaussian", gaussian(f32), 2, big),
     ):
-        configs.append(("compile", f"{name}, eager", energy, dim, chains, f32, True))
+        configs.append(config("compile", f"{name}, eager", energy, dim, chains))
         fn, secs, why = compiled(energy, dim, chains, f32)
         if fn is None:
             print(f"compile  {name}: torch.compile failed, skipped ({why})", flush=True)
             rows.append({"kind": "compile", "label": f"{name}, torch.compile", "failed": why})
             continue
-        configs.append(("compile", f"{name}, torch.compile", fn, dim, chains, f32, True, secs))
-    runs: dict[str, list[dict]] = {c[1]: [] for c in configs}
+        configs.append(config("compile", f"{name}, torch.compile", fn, dim, chains,
+                              compile_cpu_s=secs))  # fmt: skip
+    runs: dict[str, list[dict]] = {c["label"]: [] for c in configs}
     for r in range(args.repeats):
         for c in configs if r % 2 == 0 else configs[::-1]:
-            runs[c[1]].append(run(c[2], c[3], c[4], warmup, draws, c[5], check=c[6]))
+            runs[c["label"]].append(run(c["energy"], c["dim"], c["chains"], warmup, draws,
+                                        c["dtype"], check=c["check"]))  # fmt: skip
         print(f"round {r + 1}/{args.repeats} done", flush=True)
     for c in configs:
-        row = {"kind": c[0], "label": c[1], "chains": c[4],
-               "dtype": str(c[5]).removeprefix("torch."), **summarize(runs[c[1]])}  # fmt: skip
-        if len(c) > 7:
-            row["compile_cpu_s"] = c[7]
+        row = {"kind": c["kind"], "label": c["label"], "chains": c["chains"],
+               "dtype": str(c["dtype"]).removeprefix("torch."),
+               **summarize(runs[c["label"]])}  # fmt: skip
+        if c["compile_cpu_s"] is not None:
+            row["compile_cpu_s"] = c["compile_cpu_s"]
         rows.append(row)
-        print(f"{c[0]:8s} {c[1]:34s} ESS/CPU-s {row['ess_per_cpu_s']:10.0f}  "
+        print(f"{c['kind']:8s} {c['label']:34s} ESS/CPU-s {row['ess_per_cpu_s']:10.0f}  "
               f"µs/chain-gradient {row['us_per_chain_gradient']:7.3f}", flush=True)  # fmt: skip
     info = {"rows": rows, "warmup": warmup, "draws": draws, "smoke": args.smoke,
             "repeats": args.repeats,
